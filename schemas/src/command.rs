@@ -1,0 +1,219 @@
+//! Command requests (`ledger.cmd.<name>`, and the HTTP endpoints that mirror
+//! them) and their replies.
+//!
+//! Requests refuse unknown fields: a misspelt `"credit"` must not silently turn
+//! a consumption with given credits into one priced by the rate card.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ErrorBody, ErrorCode};
+use crate::event::{EventEnvelope, GrantSource};
+use crate::values::*;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAccountRequest {
+    pub idempotency_key: IdempotencyKey,
+    pub account_id: AccountId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<Text>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumeRequest {
+    pub idempotency_key: IdempotencyKey,
+    pub account_id: AccountId,
+    pub service: Service,
+    pub quantity: Quantity,
+    /// Given credits; absent or null means "price by the rate card".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credits: Option<Credits>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRequest {
+    pub idempotency_key: IdempotencyKey,
+    pub account_id: AccountId,
+    pub bucket: Bucket,
+    pub credits: Credits,
+    pub source: GrantSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Text>,
+    /// Required when `source` is `topup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topup_id: Option<Id>,
+    /// Required when `source` is `topup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReserveRequest {
+    pub idempotency_key: IdempotencyKey,
+    pub account_id: AccountId,
+    pub service: Service,
+    pub credits: Credits,
+    pub expires_in_s: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureRequest {
+    pub idempotency_key: IdempotencyKey,
+    pub account_id: AccountId,
+    pub reservation_id: Id,
+    pub credits: Credits,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRequest {
+    pub idempotency_key: IdempotencyKey,
+    pub account_id: AccountId,
+    pub reservation_id: Id,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRequest {
+    pub idempotency_key: IdempotencyKey,
+    pub account_id: AccountId,
+    pub from_bucket: Bucket,
+    pub to_bucket: Bucket,
+    pub credits: Credits,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustRequest {
+    pub idempotency_key: IdempotencyKey,
+    pub account_id: AccountId,
+    pub bucket: Bucket,
+    pub delta: SignedCredits,
+    pub reason: Text,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GetBalanceRequest {
+    pub account_id: AccountId,
+}
+
+/// The reply to every command that writes: the resulting event and the
+/// balances after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CommandReply {
+    pub event: EventEnvelope,
+    /// Every bucket's balance after the event (negative only through a debt).
+    pub balances: BTreeMap<Bucket, SignedCredits>,
+    /// Credits held by open reservations, per service.
+    pub reserved: BTreeMap<Service, Credits>,
+    /// Set on the reply to `reserve`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation_id: Option<Id>,
+    /// The stream sequence of the event: read models at or past it reflect it.
+    pub stream_seq: u64,
+}
+
+/// The reply to `get_balance`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct BalanceReply {
+    pub account_id: AccountId,
+    pub balances: BTreeMap<Bucket, SignedCredits>,
+    pub reserved: BTreeMap<Service, Credits>,
+    /// The stream sequence of the account's last event (0 when it has none).
+    pub last_seq: u64,
+}
+
+/// Decodes a JSON request, turning any refusal into the contract's
+/// `invalid_request` error with the offending field's path and the rule.
+pub fn decode_request<T: DeserializeOwned>(body: &[u8]) -> Result<T, Box<ErrorBody>> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        let syntax = inner.is_syntax() || inner.is_eof();
+        let message = if syntax {
+            "The request body is not valid JSON.".to_owned()
+        } else if field == "." {
+            format!("The request is invalid: {inner}.")
+        } else {
+            format!("The field '{field}' is invalid: {inner}.")
+        };
+        let mut body = ErrorBody::new(ErrorCode::InvalidRequest, message)
+            .with_detail("rule", strip_position(&inner.to_string()));
+        if !syntax && field != "." {
+            body = body.with_detail("field", field);
+        }
+        Box::new(body)
+    })?;
+    de.end().map_err(|_| {
+        Box::new(ErrorBody::new(
+            ErrorCode::InvalidRequest,
+            "The request body has trailing data after the JSON object.",
+        ))
+    })?;
+    Ok(value)
+}
+
+/// serde_json appends " at line L column C"; the field path already locates it.
+fn strip_position(s: &str) -> String {
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_owned(),
+        None => s.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consume_request_decodes() {
+        let r: ConsumeRequest = decode_request(
+            br#"{"idempotency_key":"k1","account_id":"acme","service":"sms","quantity":2}"#,
+        )
+        .unwrap();
+        assert_eq!(r.quantity.get(), 2);
+        assert_eq!(r.credits, None);
+    }
+
+    #[test]
+    fn refusals_name_the_field_and_rule() {
+        let cases: &[(&[u8], Option<&str>)] = &[
+            (br#"{"idempotency_key":"k","account_id":"a b","service":"sms","quantity":1}"#, Some("account_id")),
+            (br#"{"idempotency_key":"k","account_id":"a","service":"sms","quantity":0}"#, Some("quantity")),
+            (br#"{"idempotency_key":"k","account_id":"a","service":"sms","quantity":1,"credits":"-1"}"#, Some("credits")),
+            (br#"{"idempotency_key":"k","account_id":"a","service":"sms","quantity":1,"credits":"0.0000001"}"#, Some("credits")),
+            (br#"{"idempotency_key":"k","account_id":"a","service":"sms","quantity":1,"credits":1.5}"#, Some("credits")),
+            (br#"{"idempotency_key":"k","account_id":"a","service":"sms","quantity":1,"credit":"1"}"#, Some("credit")),
+            (br#"{"idempotency_key":"k","account_id":"a","service":"SMS","quantity":1}"#, Some("service")),
+            (br#"{"account_id":"a","service":"sms","quantity":1}"#, None),
+            (br#"{"idempotency_key":"k","#, None),
+            (br#"{"idempotency_key":"k","account_id":"a","service":"sms","quantity":1} x"#, None),
+        ];
+        for (body, field) in cases {
+            let e = decode_request::<ConsumeRequest>(body).unwrap_err();
+            assert_eq!(
+                e.code(),
+                ErrorCode::InvalidRequest,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            assert_eq!(
+                e.error.details.get("field").and_then(|v| v.as_str()),
+                *field,
+                "{}: {:?}",
+                String::from_utf8_lossy(body),
+                e
+            );
+        }
+    }
+}

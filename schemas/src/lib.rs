@@ -1,0 +1,29 @@
+//! Wire types of the credit ledger.
+//!
+//! Everything another program sees of the ledger is defined here once: the
+//! validated values of the contract (`AccountId`, `Credits`, …), the event
+//! envelope and every event's `data`, the command requests and replies, the
+//! usage message, the error object, and the `Ledger-Chain` hash rule. Services
+//! in other languages use the JSON Schema files generated from these types
+//! (`schemas/json/`, see [`json_schema`]); a test fails when those files drift.
+//!
+//! Values follow "parse, don't validate": each newtype is built only through
+//! `parse`/`TryFrom`/`Deserialize`, so holding one means it is valid, and each
+//! refusal names the value and the rule it broke.
+
+pub mod chain;
+pub mod command;
+pub mod error;
+pub mod event;
+pub mod json_schema;
+pub mod time;
+pub mod usage;
+pub mod values;
+
+pub use chain::{CHAIN_HEADER, ChainHash};
+pub use command::*;
+pub use error::{ErrorBody, ErrorCode, ErrorObject};
+pub use event::*;
+pub use time::Timestamp;
+pub use usage::UsageMessage;
+pub use values::*;
