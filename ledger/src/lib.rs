@@ -7,3 +7,4 @@
 //! `ledger` binary build on it.
 
 pub mod domain;
+pub mod store;

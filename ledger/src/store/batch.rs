@@ -1,0 +1,237 @@
+//! Appending events: one message as a plain JetStream publish, several as one
+//! atomic batch (ADR-50), where the server stores all of them or none.
+//!
+//! The batch protocol over the core client: every message carries
+//! `Nats-Batch-Id` and `Nats-Batch-Sequence`; the first is sent as a request
+//! and the server answers it with an *empty* reply once it has opened the
+//! batch; the middle ones are plain publishes; the last also carries
+//! `Nats-Batch-Commit: 1` and is answered with the publish ack of the whole
+//! batch. A server that does not know batches would answer the first message
+//! with an ordinary ack, having stored it alone: that answer stops the batch
+//! (and the ledger refuses such servers at start anyway).
+
+use std::time::Duration;
+
+use async_nats::{Client, HeaderMap, Request};
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::StoreError;
+
+/// The server's limit on messages in one atomic batch.
+pub const BATCH_MESSAGES_MAX: usize = 1000;
+
+pub const HEADER_EVENT_TYPE: &str = "Ledger-Event-Type";
+pub const HEADER_EXPECTED_SUBJECT_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
+const HEADER_MSG_ID: &str = "Nats-Msg-Id";
+const HEADER_BATCH_ID: &str = "Nats-Batch-Id";
+const HEADER_BATCH_SEQ: &str = "Nats-Batch-Sequence";
+const HEADER_BATCH_COMMIT: &str = "Nats-Batch-Commit";
+
+/// JetStream's error code for a failed expected-last-sequence check.
+const ERR_WRONG_LAST_SEQUENCE: u64 = 10071;
+
+/// One event ready to be appended.
+#[derive(Debug, Clone)]
+pub struct AppendMessage {
+    pub subject: String,
+    pub payload: Bytes,
+    pub event_id: String,
+    pub event_type: &'static str,
+    /// The `Ledger-Chain` value of this event.
+    pub chain: String,
+    /// `Nats-Expected-Last-Subject-Sequence`: set on the first message of each
+    /// subject in an append (0 = the subject must be empty).
+    pub expected_last_subject_seq: Option<u64>,
+}
+
+impl AppendMessage {
+    fn headers(&self) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(HEADER_MSG_ID, self.event_id.as_str());
+        h.insert(HEADER_EVENT_TYPE, self.event_type);
+        h.insert(ledger_schemas::CHAIN_HEADER, self.chain.as_str());
+        if let Some(seq) = self.expected_last_subject_seq {
+            h.insert(HEADER_EXPECTED_SUBJECT_SEQ, seq.to_string().as_str());
+        }
+        h
+    }
+}
+
+/// Where an append landed: the stream sequence of its last message; the
+/// others precede it one by one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub last_seq: u64,
+    pub count: usize,
+    /// The server had already stored these messages (same `Nats-Msg-Id`).
+    pub duplicate: bool,
+}
+
+impl Appended {
+    pub fn first_seq(&self) -> u64 {
+        self.last_seq + 1 - self.count as u64
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiError {
+    #[serde(default)]
+    code: u64,
+    #[serde(default)]
+    err_code: u64,
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct PubAck {
+    #[serde(default)]
+    stream: String,
+    #[serde(default)]
+    seq: u64,
+    #[serde(default)]
+    duplicate: bool,
+    #[serde(default)]
+    batch: Option<String>,
+    #[serde(default)]
+    count: Option<u64>,
+    #[serde(default)]
+    error: Option<ApiError>,
+}
+
+/// Appends `messages` in order, atomically. `timeout` bounds each request.
+pub async fn append(
+    client: &Client,
+    messages: &[AppendMessage],
+    timeout: Duration,
+) -> Result<Appended, StoreError> {
+    match messages {
+        [] => Err(StoreError::Refused("nothing to append".into())),
+        [one] => {
+            let reply = request(
+                client,
+                &one.subject,
+                one.headers(),
+                one.payload.clone(),
+                timeout,
+            )
+            .await?;
+            let ack = parse_ack(&one.subject, &reply)?;
+            Ok(Appended {
+                last_seq: ack.seq,
+                count: 1,
+                duplicate: ack.duplicate,
+            })
+        }
+        many if many.len() > BATCH_MESSAGES_MAX => Err(StoreError::Refused(format!(
+            "{} messages exceed the batch limit of {BATCH_MESSAGES_MAX}",
+            many.len()
+        ))),
+        many => append_batch(client, many, timeout).await,
+    }
+}
+
+async fn append_batch(
+    client: &Client,
+    messages: &[AppendMessage],
+    timeout: Duration,
+) -> Result<Appended, StoreError> {
+    let batch_id = uuid::Uuid::now_v7().simple().to_string();
+    let last = messages.len();
+    for (i, m) in messages.iter().enumerate() {
+        let n = i + 1;
+        let mut h = m.headers();
+        h.insert(HEADER_BATCH_ID, batch_id.as_str());
+        h.insert(HEADER_BATCH_SEQ, n.to_string().as_str());
+        if n == 1 {
+            let reply = request(client, &m.subject, h, m.payload.clone(), timeout).await?;
+            if !reply.is_empty() {
+                // Either an error (batches disabled, bad header) or, from a
+                // server that does not know batches, an ack for a message it
+                // stored on its own. Both end the batch here.
+                let ack = parse_ack(&m.subject, &reply)?;
+                return Err(StoreError::Refused(format!(
+                    "the server stored the first message of a batch on its own (seq {}): \
+                     it does not support atomic batches",
+                    ack.seq
+                )));
+            }
+        } else if n < last {
+            client
+                .publish_with_headers(m.subject.clone(), h, m.payload.clone())
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        } else {
+            h.insert(HEADER_BATCH_COMMIT, "1");
+            let reply = request(client, &m.subject, h, m.payload.clone(), timeout).await?;
+            let ack = parse_ack(&m.subject, &reply)?;
+            let count = ack.count.unwrap_or(0) as usize;
+            if ack.batch.as_deref() != Some(batch_id.as_str()) || count != last {
+                return Err(StoreError::Refused(format!(
+                    "unexpected batch ack: batch {:?}, count {count}, expected {batch_id} x {last}",
+                    ack.batch
+                )));
+            }
+            return Ok(Appended {
+                last_seq: ack.seq,
+                count,
+                duplicate: ack.duplicate,
+            });
+        }
+    }
+    unreachable!("the loop returns at the last message")
+}
+
+async fn request(
+    client: &Client,
+    subject: &str,
+    headers: HeaderMap,
+    payload: Bytes,
+    timeout: Duration,
+) -> Result<Bytes, StoreError> {
+    let req = Request::new()
+        .headers(headers)
+        .payload(payload)
+        .timeout(Some(timeout));
+    match client.send_request(subject.to_owned(), req).await {
+        Ok(msg) => Ok(msg.payload),
+        Err(e) => match e.kind() {
+            async_nats::RequestErrorKind::TimedOut => Err(StoreError::Timeout(timeout)),
+            // No responders: the stream is not there (or not yet, after a restart).
+            _ => Err(StoreError::Unavailable(e.to_string())),
+        },
+    }
+}
+
+fn parse_ack(subject: &str, reply: &[u8]) -> Result<PubAck, StoreError> {
+    let ack: PubAck = serde_json::from_slice(reply).map_err(|e| {
+        StoreError::Refused(format!(
+            "unreadable publish ack ({e}): {}",
+            String::from_utf8_lossy(reply)
+        ))
+    })?;
+    if let Some(err) = &ack.error {
+        let detail = format!(
+            "{} (code {}, err_code {})",
+            err.description, err.code, err.err_code
+        );
+        return Err(if err.err_code == ERR_WRONG_LAST_SEQUENCE {
+            StoreError::Conflict {
+                subject: subject.to_owned(),
+                detail,
+            }
+        } else if err.code == 503 {
+            StoreError::Unavailable(detail)
+        } else {
+            StoreError::Refused(detail)
+        });
+    }
+    if ack.stream.is_empty() {
+        return Err(StoreError::Refused(format!(
+            "publish ack names no stream: {}",
+            String::from_utf8_lossy(reply)
+        )));
+    }
+    Ok(ack)
+}

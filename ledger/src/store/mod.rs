@@ -1,0 +1,113 @@
+//! The JetStream event store.
+//!
+//! Stream `LEDGER` holds every event, one literal subject per aggregate
+//! (`ledger.events.acct.<account>`, `ledger.events.topup.<topup>`), so the
+//! optimistic-concurrency check is `Nats-Expected-Last-Subject-Sequence` and
+//! the stream gives one total order to projectors and auditors.
+//!
+//! - [`stream`]: create or verify the stream; refuse settings that could lose events.
+//! - [`batch`]: append one or more events, atomically (ADR-50 batches over the
+//!   core client; async-nats has no API for them).
+//! - [`read`]: read an aggregate's events back, and its last message.
+
+pub mod batch;
+pub mod read;
+pub mod stream;
+
+use std::time::Duration;
+
+use async_nats::Client;
+use async_nats::jetstream;
+
+pub use batch::{AppendMessage, Appended};
+pub use read::StoredEvent;
+pub use stream::StreamSettings;
+
+/// The server version the ledger needs: older servers ignore the
+/// expected-subject and atomic-batch headers and can store partial batches.
+pub const NATS_VERSION_MIN: (u64, u64) = (2, 12);
+
+/// Why an append or a read failed, by what the caller can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer appended to the subject first: reload and decide again.
+    #[error("concurrent append to {subject}: {detail}")]
+    Conflict { subject: String, detail: String },
+    /// No answer in time: the append may or may not be stored.
+    #[error("no answer from JetStream within {0:?}")]
+    Timeout(Duration),
+    /// The server could not be reached or refused for a passing reason.
+    #[error("JetStream unavailable: {0}")]
+    Unavailable(String),
+    /// The server refused the append for a reason retrying will not fix.
+    #[error("JetStream refused the append: {0}")]
+    Refused(String),
+    /// What was read breaks the log's rules (bad chain, unparsable event).
+    #[error("corrupt log: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Whether the same append may be retried as it is.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Timeout(_) | StoreError::Unavailable(_))
+    }
+}
+
+/// Connects to JetStream and refuses servers older than [`NATS_VERSION_MIN`].
+#[derive(Debug, Clone)]
+pub struct EventStore {
+    client: Client,
+    js: jetstream::Context,
+    stream: jetstream::stream::Stream,
+    settings: StreamSettings,
+}
+
+impl EventStore {
+    /// Checks the server, creates or verifies the stream, and returns the store.
+    pub async fn open(client: Client, settings: StreamSettings) -> anyhow::Result<Self> {
+        check_server_version(&client)?;
+        let js = jetstream::new(client.clone());
+        let stream = stream::ensure(&js, &settings).await?;
+        Ok(Self {
+            client,
+            js,
+            stream,
+            settings,
+        })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    pub fn stream(&self) -> &jetstream::stream::Stream {
+        &self.stream
+    }
+
+    pub fn settings(&self) -> &StreamSettings {
+        &self.settings
+    }
+}
+
+/// Refuses servers below [`NATS_VERSION_MIN`], from the version in INFO.
+pub fn check_server_version(client: &Client) -> anyhow::Result<()> {
+    let version = client.server_info().version;
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '-'])
+        .map(|p| p.parse::<u64>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    anyhow::ensure!(
+        found >= NATS_VERSION_MIN,
+        "nats-server {version} is too old: the ledger needs {}.{} or newer, whose JetStream \
+         honours expected-subject-sequence and atomic batch headers",
+        NATS_VERSION_MIN.0,
+        NATS_VERSION_MIN.1
+    );
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! Stream `LEDGER`: created with settings that cannot lose an event, and
+//! verified at every start.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use async_nats::jetstream::{self, stream};
+
+/// Every event subject starts with this.
+pub const EVENTS_PREFIX: &str = "ledger.events";
+
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    pub name: String,
+    /// Subject prefix (`ledger.events`); tests use their own so they can share a server.
+    pub prefix: String,
+    pub replicas: usize,
+    /// How long JetStream remembers a `Nats-Msg-Id` to drop a re-sent publish.
+    pub duplicate_window: Duration,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            name: "LEDGER".into(),
+            prefix: EVENTS_PREFIX.into(),
+            replicas: 1,
+            duplicate_window: Duration::from_secs(120),
+        }
+    }
+}
+
+impl StreamSettings {
+    pub fn subjects(&self) -> Vec<String> {
+        vec![
+            format!("{}.acct.*", self.prefix),
+            format!("{}.topup.*", self.prefix),
+        ]
+    }
+
+    /// The subject of an account's events.
+    pub fn account_subject(&self, account: &ledger_schemas::AccountId) -> String {
+        format!("{}.acct.{account}", self.prefix)
+    }
+
+    fn config(&self) -> stream::Config {
+        stream::Config {
+            name: self.name.clone(),
+            subjects: self.subjects(),
+            storage: stream::StorageType::File,
+            num_replicas: self.replicas,
+            // Full is an error, never a silent drop of old events.
+            discard: stream::DiscardPolicy::New,
+            retention: stream::RetentionPolicy::Limits,
+            max_messages: -1,
+            max_bytes: -1,
+            max_messages_per_subject: -1,
+            max_age: Duration::ZERO,
+            deny_delete: true,
+            deny_purge: true,
+            allow_rollup: false,
+            allow_direct: true,
+            allow_atomic_publish: true,
+            duplicate_window: self.duplicate_window,
+            ..Default::default()
+        }
+    }
+}
+
+/// Creates the stream, or verifies an existing one and refuses to run on
+/// settings that would allow an event to be lost or rewritten.
+pub async fn ensure(
+    js: &jetstream::Context,
+    settings: &StreamSettings,
+) -> anyhow::Result<stream::Stream> {
+    let mut stream = match js.get_stream(&settings.name).await {
+        Ok(s) => s,
+        Err(_) => js
+            .create_stream(settings.config())
+            .await
+            .with_context(|| format!("creating stream {}", settings.name))?,
+    };
+    let info = stream
+        .info()
+        .await
+        .context("reading the stream's settings")?;
+    let problems = unsafe_settings(&info.config, settings);
+    if !problems.is_empty() {
+        bail!(
+            "stream {} has settings that could lose or rewrite events; the ledger will not \
+             run on it: {}",
+            settings.name,
+            problems.join("; ")
+        );
+    }
+    Ok(stream.clone())
+}
+
+/// Everything about a stream's configuration that breaks the ledger's rules.
+pub fn unsafe_settings(c: &stream::Config, want: &StreamSettings) -> Vec<String> {
+    let mut p = Vec::new();
+    let mut check = |ok: bool, what: &str| {
+        if !ok {
+            p.push(what.to_owned());
+        }
+    };
+    check(
+        c.storage == stream::StorageType::File,
+        "storage must be file",
+    );
+    check(
+        c.retention == stream::RetentionPolicy::Limits,
+        "retention must be limits",
+    );
+    check(
+        c.discard == stream::DiscardPolicy::New,
+        "discard must be new",
+    );
+    check(c.max_messages <= 0, "max_msgs must be unlimited");
+    check(c.max_bytes <= 0, "max_bytes must be unlimited");
+    check(
+        c.max_messages_per_subject <= 0,
+        "max_msgs_per_subject must be unlimited",
+    );
+    check(c.max_age.is_zero(), "max_age must be unlimited");
+    check(c.deny_delete, "deny_delete must be set");
+    check(c.deny_purge, "deny_purge must be set");
+    check(!c.allow_rollup, "allow_rollup must be off");
+    check(c.allow_atomic_publish, "allow_atomic must be set");
+    check(c.allow_direct, "allow_direct must be set");
+    check(!c.allow_message_ttl, "per-message TTL must be off");
+    check(
+        c.subject_delete_marker_ttl.is_none(),
+        "subject delete markers must be off",
+    );
+    for s in want.subjects() {
+        check(
+            c.subjects.contains(&s),
+            &format!("subjects must include {s}"),
+        );
+    }
+    p
+}
