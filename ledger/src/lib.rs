@@ -6,5 +6,13 @@
 //! The JetStream event store, the command service, the usage intake and the
 //! `ledger` binary build on it.
 
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod demo;
 pub mod domain;
+pub mod engine;
+pub mod intake;
+pub mod metrics;
+pub mod serve;
 pub mod store;

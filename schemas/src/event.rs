@@ -35,6 +35,10 @@ pub struct EventEnvelope {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<String>,
     pub actor: Actor,
+    /// SHA-256 (hex) of the request that caused the event, so a repeated
+    /// idempotency key with a different request is told apart from the log alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_hash: Option<String>,
     /// Balanced movements: every posting moves `amount` from `debit` to `credit`.
     #[serde(default)]
     pub postings: Vec<Posting>,
@@ -457,6 +461,7 @@ mod tests {
             correlation_id: None,
             causation_id: Some("msg-8812".into()),
             actor: Actor::parse("service:sms").unwrap(),
+            request_hash: None,
             postings: vec![Posting {
                 debit: LedgerAccount::Customer(acme, Bucket::from(&sms)),
                 credit: LedgerAccount::Revenue(sms),

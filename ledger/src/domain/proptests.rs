@@ -202,6 +202,7 @@ proptest! {
                     correlation_id: None,
                     causation_id: None,
                     actor: Actor::system(),
+                    request_hash: None,
                     postings: e.postings.clone(),
                 };
                 serde_json::to_string(&envelope).unwrap()

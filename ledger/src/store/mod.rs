@@ -28,7 +28,7 @@ pub use stream::StreamSettings;
 pub const NATS_VERSION_MIN: (u64, u64) = (2, 12);
 
 /// Why an append or a read failed, by what the caller can do about it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// Another writer appended to the subject first: reload and decide again.
     #[error("concurrent append to {subject}: {detail}")]

@@ -1,0 +1,345 @@
+//! HTTP endpoints of the command side (JSON, `Authorization: Bearer <token>`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ledger_schemas::{AccountId, BalanceReply, Bucket, ErrorBody, ErrorCode, SignedCredits};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+use super::auth::{Action, Principal, Tokens};
+use super::{CommandName, parse, run, status_of};
+use crate::engine::Engine;
+
+/// A check that the process's dependencies answer (for `/readyz`).
+pub type ReadyCheck =
+    Arc<dyn Fn() -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    pub tokens: Tokens,
+    pub ready: ReadyCheck,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+/// An error in the contract's shape, with its HTTP status.
+#[derive(Debug)]
+pub struct ApiError(pub Box<ErrorBody>);
+
+impl From<Box<ErrorBody>> for ApiError {
+    fn from(e: Box<ErrorBody>) -> Self {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (status_of(self.0.code()), Json(*self.0)).into_response()
+    }
+}
+
+fn json_body(status: StatusCode, body: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+pub fn authenticate(tokens: &Tokens, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    Ok(tokens.authenticate(value)?)
+}
+
+/// The body, or the contract's error when it is too large or unreadable.
+pub fn body_or_error(body: Result<Bytes, BytesRejection>, max: usize) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        let too_large = e.status() == StatusCode::PAYLOAD_TOO_LARGE;
+        let message = if too_large {
+            format!("The request body is larger than {max} bytes.")
+        } else {
+            format!("The request body could not be read: {e}.")
+        };
+        ApiError(Box::new(
+            ErrorBody::new(ErrorCode::InvalidRequest, message)
+                .with_detail("limit", "request_body_bytes_max"),
+        ))
+    })
+}
+
+fn path_account(raw: &str) -> Result<AccountId, ApiError> {
+    AccountId::parse(raw).map_err(|e| {
+        ApiError(Box::new(
+            ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!("The account id is invalid: {e}."),
+            )
+            .with_detail("field", "account_id")
+            .with_detail("rule", e.rule.to_string()),
+        ))
+    })
+}
+
+/// Merges fields the path and headers carry into a JSON object body.
+fn with_fields(body: &[u8], fields: &[(&str, Value)]) -> Result<Vec<u8>, ApiError> {
+    let mut v: Value = serde_json::from_slice(body).map_err(|_| {
+        ApiError(Box::new(ErrorBody::new(
+            ErrorCode::InvalidRequest,
+            "The request body is not valid JSON.",
+        )))
+    })?;
+    let obj = v.as_object_mut().ok_or_else(|| {
+        ApiError(Box::new(ErrorBody::new(
+            ErrorCode::InvalidRequest,
+            "The request body must be a JSON object.",
+        )))
+    })?;
+    for (k, val) in fields {
+        match obj.get(*k) {
+            Some(existing) if existing != val => {
+                return Err(ApiError(Box::new(
+                    ErrorBody::new(
+                        ErrorCode::InvalidRequest,
+                        format!("The body's '{k}' differs from the request's path or header."),
+                    )
+                    .with_detail("field", *k),
+                )));
+            }
+            _ => {
+                obj.insert((*k).to_owned(), val.clone());
+            }
+        }
+    }
+    Ok(serde_json::to_vec(&v).expect("values serialise"))
+}
+
+async fn execute(
+    state: &AppState,
+    principal: &Principal,
+    name: CommandName,
+    body: &[u8],
+    created: bool,
+) -> Result<Response, ApiError> {
+    let parsed = parse(name, body, &principal.actor())?;
+    match run(&state.engine, parsed).await {
+        Ok(reply) => Ok(json_body(
+            if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            },
+            reply,
+        )),
+        Err(e) => Err(ApiError(Box::new((*e).clone()))),
+    }
+}
+
+async fn open_account(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let principal = authenticate(&state.tokens, &headers)?;
+    principal.check(Action::OpenAccount, None)?;
+    let body = body_or_error(body, state.engine.limits().request_body_bytes_max)?;
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    // Opening is idempotent per account by nature: without a key, the
+    // account id is the key.
+    let key = idempotency_key(&headers)?.unwrap_or_else(|| match parsed.get("account_id") {
+        Some(Value::String(a)) => format!("open:{a}"),
+        _ => "open".into(),
+    });
+    let body = with_fields(&body, &[("idempotency_key", json!(key))])?;
+    execute(&state, &principal, CommandName::OpenAccount, &body, true).await
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => v.to_str().map(|s| Some(s.to_owned())).map_err(|_| {
+            ApiError(Box::new(
+                ErrorBody::new(
+                    ErrorCode::InvalidRequest,
+                    "The Idempotency-Key header is not text.",
+                )
+                .with_detail("field", "Idempotency-Key"),
+            ))
+        }),
+    }
+}
+
+async fn consume(
+    State(state): State<AppState>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let principal = authenticate(&state.tokens, &headers)?;
+    let account = path_account(&account)?;
+    principal.check(Action::Spend, Some(&account))?;
+    let body = body_or_error(body, state.engine.limits().request_body_bytes_max)?;
+    let key = idempotency_key(&headers)?.ok_or_else(|| {
+        ApiError(Box::new(
+            ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                "The Idempotency-Key header is required.",
+            )
+            .with_detail("field", "Idempotency-Key"),
+        ))
+    })?;
+    let body = with_fields(
+        &body,
+        &[
+            ("idempotency_key", json!(key)),
+            ("account_id", json!(account.as_str())),
+        ],
+    )?;
+    execute(&state, &principal, CommandName::Consume, &body, false).await
+}
+
+/// The contract's balances view, from a balance reply.
+pub fn balances_view(b: &BalanceReply, services: impl Iterator<Item = Bucket>) -> Value {
+    let general = b
+        .balances
+        .get(&Bucket::general())
+        .map(|c| c.get())
+        .unwrap_or_default();
+    let mut svc = BTreeMap::new();
+    for bucket in services.filter(|b| !b.is_general()) {
+        let own = b.balances.get(&bucket).map(|c| c.get()).unwrap_or_default();
+        let spendable = (own.max(Decimal::ZERO) + general.max(Decimal::ZERO)).max(Decimal::ZERO);
+        let in_debt = b.balances.values().any(|c| c.is_negative());
+        let reserved = bucket
+            .service()
+            .and_then(|s| b.reserved.get(&s).copied())
+            .unwrap_or_default();
+        svc.insert(
+            bucket.to_string(),
+            json!({
+                "spendable": if in_debt { "0".to_owned() } else {
+                    SignedCredits::new(spendable).map(|c| c.to_string()).unwrap_or_default()
+                },
+                "reserved": reserved.to_string(),
+            }),
+        );
+    }
+    json!({
+        "account_id": b.account_id,
+        "buckets": b.balances,
+        "services": svc,
+        "as_of_seq": b.last_seq,
+    })
+}
+
+async fn balances(
+    State(state): State<AppState>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let principal = authenticate(&state.tokens, &headers)?;
+    let account = path_account(&account)?;
+    principal.check(Action::ReadAccount, Some(&account))?;
+    let b = state
+        .engine
+        .balance(&account)
+        .await
+        .map_err(|e| ApiError(Box::new(e)))?;
+    Ok(Json(balances_view(&b, state.engine.catalog().buckets())).into_response())
+}
+
+/// `POST /v1/commands/{name}`: every NATS command over HTTP, same body and
+/// reply, authorised by the token's role (and accounts, for console tokens).
+async fn command(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let principal = authenticate(&state.tokens, &headers)?;
+    let name = CommandName::ALL
+        .into_iter()
+        .find(|c| c.as_str() == name)
+        .ok_or_else(|| {
+            ApiError(Box::new(
+                ErrorBody::new(
+                    ErrorCode::InvalidRequest,
+                    format!("There is no command '{name}'."),
+                )
+                .with_detail("field", "name"),
+            ))
+        })?;
+    let body = body_or_error(body, state.engine.limits().request_body_bytes_max)?;
+    let parsed = parse(name, &body, &principal.actor())?;
+    let action = match name {
+        CommandName::OpenAccount => Action::OpenAccount,
+        CommandName::Consume
+        | CommandName::Reserve
+        | CommandName::Capture
+        | CommandName::Release => Action::Spend,
+        CommandName::Grant | CommandName::Adjust => Action::Operate,
+        CommandName::Transfer => Action::Transfer,
+        CommandName::GetBalance => Action::ReadAccount,
+    };
+    principal.check(action, Some(parsed.account()))?;
+    match run(&state.engine, parsed).await {
+        Ok(reply) => Ok(json_body(StatusCode::OK, reply)),
+        Err(e) => Err(ApiError(Box::new((*e).clone()))),
+    }
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match (state.ready)().await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(e) => ApiError(Box::new(ErrorBody::new(
+            ErrorCode::Unavailable,
+            format!("Not ready: {e}."),
+        )))
+        .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.engine.metrics().encode(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError(Box::new(ErrorBody::new(
+        ErrorCode::InvalidRequest,
+        "No such endpoint.",
+    )))
+}
+
+/// The command side's routes.
+pub fn router(state: AppState) -> Router {
+    let body_max = state.engine.limits().request_body_bytes_max;
+    Router::new()
+        .route("/v1/accounts", post(open_account))
+        .route("/v1/accounts/{id}/balances", get(balances))
+        .route("/v1/accounts/{id}/consumptions", post(consume))
+        .route("/v1/commands/{name}", post(command))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_max))
+        .with_state(state)
+}

@@ -1,0 +1,88 @@
+//! The NATS service `ledger`: request/reply on `ledger.cmd.<name>`, found by
+//! `nats micro ls` (it answers `$SRV.PING`, `$SRV.INFO` and `$SRV.STATS`).
+
+use async_nats::Client;
+use async_nats::service::ServiceExt;
+use futures::StreamExt;
+use ledger_schemas::{Actor, ErrorBody, ErrorCode};
+
+use super::{CommandName, parse, run};
+use crate::engine::Engine;
+
+/// Header a caller may set to name itself in the events it causes.
+pub const ACTOR_HEADER: &str = "Ledger-Actor";
+
+/// Serves every command until `shutdown` resolves.
+pub async fn serve(
+    client: Client,
+    engine: Engine,
+    prefix: &str,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let service = client
+        .service_builder()
+        .description("Credit ledger: commands on accounts")
+        .start("ledger", env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the NATS service: {e}"))?;
+    let group = service.group(format!("{prefix}.cmd"));
+    let body_max = engine.limits().request_body_bytes_max;
+    let mut tasks = tokio::task::JoinSet::new();
+    for name in CommandName::ALL {
+        let mut endpoint = group
+            .endpoint(name.as_str())
+            .await
+            .map_err(|e| anyhow::anyhow!("adding endpoint {}: {e}", name.as_str()))?;
+        let engine = engine.clone();
+        tasks.spawn(async move {
+            while let Some(request) = endpoint.next().await {
+                let engine = engine.clone();
+                tokio::spawn(async move {
+                    let body = handle(&engine, name, &request.message, body_max).await;
+                    if let Err(e) = request.respond(Ok(body.into())).await {
+                        tracing::debug!(error = %e, "reply not sent");
+                    }
+                });
+            }
+        });
+    }
+    shutdown.await;
+    tasks.abort_all();
+    service
+        .stop()
+        .await
+        .map_err(|e| anyhow::anyhow!("stopping the NATS service: {e}"))?;
+    Ok(())
+}
+
+async fn handle(
+    engine: &Engine,
+    name: CommandName,
+    message: &async_nats::Message,
+    body_max: usize,
+) -> Vec<u8> {
+    let error = |e: &ErrorBody| serde_json::to_vec(e).expect("errors serialise");
+    if message.payload.len() > body_max {
+        return error(
+            &ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!("The request is larger than {body_max} bytes."),
+            )
+            .with_detail("limit", "request_body_bytes_max"),
+        );
+    }
+    let actor = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(ACTOR_HEADER))
+        .and_then(|v| Actor::parse(v.as_str()).ok())
+        .unwrap_or_else(|| Actor::parse("service:nats").expect("a valid actor"));
+    let parsed = match parse(name, &message.payload, &actor) {
+        Ok(p) => p,
+        Err(e) => return error(&e),
+    };
+    match run(engine, parsed).await {
+        Ok(body) => body,
+        Err(e) => error(&e),
+    }
+}

@@ -1,0 +1,331 @@
+//! Configuration: defaults, then a TOML file (`--config`), then `LEDGER_*`
+//! environment variables, the environment winning. Secrets are wrapped so
+//! they never print: `ledger serve --print-config` shows them as `[hidden]`.
+//! Every limit of the service is named here (`*_max`) and nowhere else.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use ledger_schemas::{AccountId, Credits, Service};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::domain::Catalog;
+
+/// A secret value: deserialises from a string, prints and serialises as `[hidden]`.
+#[derive(Clone)]
+pub struct Secret(SecretString);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(SecretString::from(s.into()))
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[hidden]")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("[hidden]")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Secret::new(String::deserialize(d)?))
+    }
+}
+
+/// What a bearer token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// A platform service: consumes, reserves, captures, releases.
+    Service,
+    /// The billing console, for the accounts listed on the token.
+    Console,
+    /// Read-only access to everything, for audits.
+    Auditor,
+    /// Operations: reads, and operator commands (grant, adjust).
+    Ops,
+    /// Everything.
+    Admin,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenConfig {
+    /// A name for logs and metrics (never the token itself).
+    pub name: String,
+    pub token: Secret,
+    pub role: Role,
+    /// For `console` tokens: the accounts the token may touch.
+    #[serde(default)]
+    pub accounts: Vec<AccountId>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RateCardConfig {
+    pub version: u32,
+    /// Price per unit of each service; `email` and `sms` are required.
+    pub unit_prices: BTreeMap<Service, Credits>,
+}
+
+impl Default for RateCardConfig {
+    fn default() -> Self {
+        let price = |s: &str, p: &str| {
+            (
+                Service::parse(s).expect("a valid service"),
+                Credits::parse(p).expect("a valid price"),
+            )
+        };
+        Self {
+            version: 1,
+            unit_prices: BTreeMap::from([price("email", "0.001"), price("sms", "0.0075")]),
+        }
+    }
+}
+
+/// Every limit of the service, in one place.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    /// Largest request body accepted over HTTP or NATS.
+    pub request_body_bytes_max: usize,
+    /// Commands being processed at once; more wait, then get `unavailable`.
+    pub commands_in_flight_max: usize,
+    /// Commands queued for one account before new ones are refused.
+    pub account_queue_max: usize,
+    /// Commands of one account decided together and appended as one batch.
+    pub account_batch_commands_max: usize,
+    /// Messages in one atomic batch (the server allows 1000).
+    pub batch_messages_max: usize,
+    /// Atomic batches awaiting their ack at once (the server allows 50 per stream).
+    pub batches_in_flight_max: usize,
+    /// Reloads and retries after a concurrent append, before `conflict_retry`.
+    pub conflict_retries_max: u32,
+    /// How long one publish waits for its ack.
+    pub publish_timeout_ms: u64,
+    /// Re-sends of the same messages after a publish timeout.
+    pub publish_retries_max: u32,
+    /// Accounts kept in memory; beyond it the least recently used are dropped.
+    pub accounts_cached_max: usize,
+    /// An account idle this long is dropped from memory.
+    pub account_idle_s_max: u64,
+    /// Idempotency keys remembered in memory per account (the rest in PostgreSQL).
+    pub idempotency_keys_cached_per_account_max: usize,
+    /// Unacknowledged usage messages the intake holds at once.
+    pub usage_ack_pending_max: i64,
+    /// Rows of a history page.
+    pub history_page_size_max: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            request_body_bytes_max: 64 * 1024,
+            commands_in_flight_max: 10_000,
+            account_queue_max: 4096,
+            account_batch_commands_max: 1000,
+            batch_messages_max: 1000,
+            batches_in_flight_max: 8,
+            conflict_retries_max: 8,
+            publish_timeout_ms: 5000,
+            publish_retries_max: 3,
+            accounts_cached_max: 100_000,
+            account_idle_s_max: 600,
+            idempotency_keys_cached_per_account_max: 4096,
+            usage_ack_pending_max: 10_000,
+            history_page_size_max: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub nats_url: String,
+    pub database_url: String,
+    /// One address serves every HTTP endpoint of the roles the process runs.
+    pub http_addr: String,
+    /// When set, a bearer token with role `admin` (for set-up and tests).
+    pub admin_token: Option<Secret>,
+    pub tokens: Vec<TokenConfig>,
+    /// How long an idempotency key returns its original outcome.
+    pub idempotency_retention_s: u64,
+    /// How often open reservations are checked for expiry.
+    pub reservation_sweep_interval_ms: u64,
+    pub rate_card: RateCardConfig,
+    /// Stream names and subject prefixes; tests set their own.
+    pub stream_name: String,
+    pub usage_stream_name: String,
+    pub subject_prefix: String,
+    pub razorpay_base_url: Option<String>,
+    pub razorpay_key_id: Option<String>,
+    pub razorpay_key_secret: Option<Secret>,
+    pub razorpay_webhook_secret: Option<Secret>,
+    pub fx_usd_inr: Option<String>,
+    pub credits_per_usd: String,
+    pub reconcile_first_s: u64,
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            nats_url: "nats://127.0.0.1:4222".into(),
+            database_url: "postgres://ledger@127.0.0.1:55432/ledger".into(),
+            http_addr: "127.0.0.1:8080".into(),
+            admin_token: None,
+            tokens: Vec::new(),
+            idempotency_retention_s: 7 * 24 * 3600,
+            reservation_sweep_interval_ms: 1000,
+            rate_card: RateCardConfig::default(),
+            stream_name: "LEDGER".into(),
+            usage_stream_name: "LEDGER_USAGE".into(),
+            subject_prefix: "ledger".into(),
+            razorpay_base_url: None,
+            razorpay_key_id: None,
+            razorpay_key_secret: None,
+            razorpay_webhook_secret: None,
+            fx_usd_inr: None,
+            credits_per_usd: "1".into(),
+            reconcile_first_s: 30,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the TOML file (if given), then `LEDGER_*` variables
+    /// (`LEDGER_LIMITS__PUBLISH_TIMEOUT_MS` reaches a nested field).
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut f = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            anyhow::ensure!(
+                path.exists(),
+                "configuration file {} not found",
+                path.display()
+            );
+            f = f.merge(Toml::file(path));
+        }
+        f = f.merge(Env::prefixed("LEDGER_").split("__"));
+        let config: Config = f.extract()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.catalog()?;
+        let l = &self.limits;
+        anyhow::ensure!(
+            (1..=1000).contains(&l.batch_messages_max),
+            "limits.batch_messages_max must be from 1 to 1000 (the server's batch limit)"
+        );
+        anyhow::ensure!(
+            (1..=50).contains(&l.batches_in_flight_max),
+            "limits.batches_in_flight_max must be from 1 to 50 (the server's limit per stream)"
+        );
+        anyhow::ensure!(
+            self.idempotency_retention_s >= 24 * 3600,
+            "idempotency_retention_s must be at least one day"
+        );
+        for t in &self.tokens {
+            anyhow::ensure!(
+                t.role != Role::Console || !t.accounts.is_empty(),
+                "console token '{}' must list the accounts it may touch",
+                t.name
+            );
+        }
+        Ok(())
+    }
+
+    pub fn catalog(&self) -> anyhow::Result<Catalog> {
+        Ok(Catalog::new(
+            self.rate_card.version,
+            self.rate_card.unit_prices.clone(),
+        )?)
+    }
+
+    /// The effective settings as TOML, secrets hidden.
+    pub fn to_printable(&self) -> String {
+        toml_like(&serde_json::to_value(self).unwrap_or_default())
+    }
+}
+
+/// Renders settings as `key = value` lines (JSON values), nested tables as dotted keys.
+fn toml_like(v: &serde_json::Value) -> String {
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, x, out);
+                }
+            }
+            other => out.push(format!("{prefix} = {other}")),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", v, &mut out);
+    out.join("\n") + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let c = Config {
+            admin_token: Some(Secret::new("s3cret-admin")),
+            razorpay_key_secret: Some(Secret::new("rzp-s3cret")),
+            ..Config::default()
+        };
+        let printed = c.to_printable();
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(printed.contains("admin_token = \"[hidden]\""), "{printed}");
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    // figment's test jail fixes the closure's error type.
+    #[allow(clippy::result_large_err)]
+    fn environment_wins_over_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "ledger.toml",
+                "nats_url = \"nats://file:4222\"\nhttp_addr = \"127.0.0.1:9\"\n[limits]\npublish_timeout_ms = 7\n",
+            )?;
+            jail.set_env("LEDGER_NATS_URL", "nats://env:4222");
+            jail.set_env("LEDGER_LIMITS__BATCHES_IN_FLIGHT_MAX", "3");
+            let c = Config::load(Some(Path::new("ledger.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.nats_url, "nats://env:4222");
+            assert_eq!(c.http_addr, "127.0.0.1:9");
+            assert_eq!(c.limits.publish_timeout_ms, 7);
+            assert_eq!(c.limits.batches_in_flight_max, 3);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn refuses_limits_past_the_server() {
+        let mut c = Config::default();
+        c.limits.batch_messages_max = 1001;
+        assert!(c.validate().is_err());
+    }
+}

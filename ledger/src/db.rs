@@ -1,0 +1,37 @@
+//! PostgreSQL: the connection pool and the command side's migrations.
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Connections the pool holds at most.
+pub const POOL_CONNECTIONS_MAX: usize = 16;
+
+/// A pool for `url` (a `postgres://` URL or a `key=value` string).
+pub fn pool(url: &str) -> anyhow::Result<Pool> {
+    let config: tokio_postgres::Config = url.parse()?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Ok(Pool::builder(manager)
+        .max_size(POOL_CONNECTIONS_MAX)
+        .build()?)
+}
+
+/// Applies the command side's migrations (idempotent; versioned by refinery).
+pub async fn migrate(pool: &Pool) -> anyhow::Result<()> {
+    let mut conn = pool.get().await?;
+    let client: &mut tokio_postgres::Client = &mut conn;
+    embedded::migrations::runner()
+        .set_migration_table_name("ledger_cmd_migrations")
+        .run_async(client)
+        .await?;
+    Ok(())
+}

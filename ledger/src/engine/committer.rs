@@ -1,0 +1,151 @@
+//! Group commit across accounts.
+//!
+//! Account writers hand their ready appends to one committer, which packs as
+//! many as fit (at most `batch_messages_max` messages) into one atomic batch:
+//! with `sync_interval: always` a batch costs one fsync whatever its size, so
+//! a full batch is ~1000 times cheaper per event than lone publishes. A lone
+//! command still goes out at once in a batch of its own. Several batches may
+//! be awaiting their acks at a time; they never share an account, because a
+//! writer waits for its append before sending the next.
+//!
+//! A batch refused because one account's expectation was stale is split: each
+//! account's append is sent on its own, so only the stale one sees a conflict.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::Client;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::metrics::Metrics;
+use crate::store::{AppendMessage, Appended, StoreError, batch};
+
+struct Append {
+    messages: Vec<AppendMessage>,
+    done: oneshot::Sender<Result<Appended, StoreError>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Committer {
+    tx: mpsc::Sender<Append>,
+}
+
+impl Committer {
+    /// Starts the committer task.
+    pub fn spawn(
+        client: Client,
+        batch_messages_max: usize,
+        batches_in_flight_max: usize,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        // Enough room for every writer's one outstanding append and more.
+        let (tx, rx) = mpsc::channel(batch_messages_max * 4);
+        tokio::spawn(run(
+            rx,
+            client,
+            batch_messages_max,
+            Arc::new(Semaphore::new(batches_in_flight_max)),
+            timeout,
+            metrics,
+        ));
+        Self { tx }
+    }
+
+    /// Appends `messages` atomically, possibly in one batch with other accounts'.
+    pub async fn append(&self, messages: Vec<AppendMessage>) -> Result<Appended, StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Append { messages, done })
+            .await
+            .map_err(|_| StoreError::Unavailable("the committer has stopped".into()))?;
+        wait.await
+            .map_err(|_| StoreError::Unavailable("the committer dropped the append".into()))?
+    }
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<Append>,
+    client: Client,
+    batch_messages_max: usize,
+    in_flight: Arc<Semaphore>,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+) {
+    let mut carried: Option<Append> = None;
+    loop {
+        let first = match carried.take() {
+            Some(a) => a,
+            None => match rx.recv().await {
+                Some(a) => a,
+                None => return,
+            },
+        };
+        // Wait for a batch slot before gathering: while all slots are busy,
+        // more appends queue up and the next batch is fuller.
+        let permit = match in_flight.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        let mut size = first.messages.len();
+        let mut group = vec![first];
+        while size < batch_messages_max {
+            match rx.try_recv() {
+                Ok(a) if size + a.messages.len() <= batch_messages_max => {
+                    size += a.messages.len();
+                    group.push(a);
+                }
+                Ok(a) => {
+                    carried = Some(a);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let client = client.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            publish_group(&client, group, timeout, &metrics).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn publish_group(client: &Client, group: Vec<Append>, timeout: Duration, metrics: &Metrics) {
+    let all: Vec<AppendMessage> = group
+        .iter()
+        .flat_map(|a| a.messages.iter().cloned())
+        .collect();
+    let started = Instant::now();
+    let result = batch::append(client, &all, timeout).await;
+    metrics.observe_batch(all.len(), started.elapsed(), result.is_ok());
+    match result {
+        Ok(ack) => {
+            let mut next = ack.first_seq();
+            for a in group {
+                let count = a.messages.len();
+                next += count as u64;
+                let _ = a.done.send(Ok(Appended {
+                    last_seq: next - 1,
+                    count,
+                    duplicate: ack.duplicate,
+                }));
+            }
+        }
+        Err(StoreError::Conflict { .. }) if group.len() > 1 => {
+            metrics.batch_splits.inc();
+            let alone = group.into_iter().map(|a| async move {
+                let r = batch::append(client, &a.messages, timeout).await;
+                let _ = a.done.send(r);
+            });
+            futures::future::join_all(alone).await;
+        }
+        Err(e) => {
+            // Atomic: nothing of the batch is stored, or (after a timeout)
+            // possibly all of it; each writer checks its own subject.
+            for a in group {
+                let _ = a.done.send(Err(e.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! The `ledger` binary: `serve`, and the tools around it.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use ledger::config::Config;
+use ledger::serve::Role;
+
+#[derive(Debug, Parser)]
+#[command(name = "ledger", version, about = "Event-sourced credit ledger")]
+struct Cli {
+    /// A TOML configuration file; `LEDGER_*` environment variables win over it.
+    #[arg(long, global = true, env = "LEDGER_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the service.
+    Serve {
+        #[arg(long, value_enum, default_value = "all")]
+        role: Role,
+        /// Print the effective settings (secrets hidden) and exit.
+        #[arg(long)]
+        print_config: bool,
+    },
+    /// Walk through the ledger against a running service (used by deploy/run.sh).
+    Demo {
+        /// The service's HTTP address.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// An admin token of the service.
+        #[arg(long, env = "LEDGER_ADMIN_TOKEN")]
+        token: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Serve { role, print_config } => {
+            let config = Config::load(cli.config.as_deref())?;
+            if print_config {
+                print!("{}", config.to_printable());
+                return Ok(());
+            }
+            serve(config, role).await
+        }
+        Cmd::Demo { url, token } => ledger::demo::run(&url, &token).await,
+    }
+}
+
+async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
+    match role {
+        Role::Command | Role::All => {}
+        Role::Projections | Role::Gateway => {
+            anyhow::bail!("role {role:?} is not part of this build yet; run --role command")
+        }
+    }
+    if role == Role::All {
+        tracing::warn!("--role all runs the command side only in this build");
+    }
+    let mut running = ledger::serve::start_command(&config)
+        .await
+        .context("starting the command side")?;
+    let token = running.shutdown_token();
+    tokio::select! {
+        r = running.wait() => r,
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("shutting down");
+            token.cancel();
+            running.stop().await
+        }
+    }
+}
