@@ -73,6 +73,7 @@ pub async fn ensure_streams(js: &jetstream::Context, s: &IntakeSettings) -> anyh
         storage: stream::StorageType::File,
         discard: stream::DiscardPolicy::New,
         deny_delete: true,
+        allow_direct: true,
         ..Default::default()
     };
     js.get_or_create_stream(dead).await?;

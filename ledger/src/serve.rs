@@ -156,11 +156,9 @@ pub async fn start_command(config: &Config) -> anyhow::Result<Running> {
             .context("HTTP server")
     });
 
+    let serving = crate::api::nats::start(client, engine.clone(), &config.subject_prefix).await?;
     let token = shutdown.clone();
-    let (e, prefix) = (engine.clone(), config.subject_prefix.clone());
-    tasks.spawn(async move {
-        crate::api::nats::serve(client, e, &prefix, token.cancelled_owned()).await
-    });
+    tasks.spawn(async move { serving.run(token.cancelled_owned()).await });
 
     let intake_settings = IntakeSettings {
         stream: config.usage_stream_name.clone(),

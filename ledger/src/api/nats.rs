@@ -12,13 +12,31 @@ use crate::engine::Engine;
 /// Header a caller may set to name itself in the events it causes.
 pub const ACTOR_HEADER: &str = "Ledger-Actor";
 
-/// Serves every command until `shutdown` resolves.
-pub async fn serve(
-    client: Client,
-    engine: Engine,
-    prefix: &str,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
+/// The service, subscribed and answering, until [`Serving::run`] ends.
+#[derive(Debug)]
+pub struct Serving {
+    service: async_nats::service::Service,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Serving {
+    /// Answers requests until `shutdown` resolves, then leaves the service.
+    pub async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        shutdown.await;
+        self.tasks.abort_all();
+        self.service
+            .stop()
+            .await
+            .map_err(|e| anyhow::anyhow!("stopping the NATS service: {e}"))?;
+        Ok(())
+    }
+}
+
+/// Subscribes every command endpoint; returns once the server knows them.
+pub async fn start(client: Client, engine: Engine, prefix: &str) -> anyhow::Result<Serving> {
     let service = client
         .service_builder()
         .description("Credit ledger: commands on accounts")
@@ -46,13 +64,8 @@ pub async fn serve(
             }
         });
     }
-    shutdown.await;
-    tasks.abort_all();
-    service
-        .stop()
-        .await
-        .map_err(|e| anyhow::anyhow!("stopping the NATS service: {e}"))?;
-    Ok(())
+    client.flush().await?;
+    Ok(Serving { service, tasks })
 }
 
 async fn handle(

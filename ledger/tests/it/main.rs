@@ -1,4 +1,9 @@
 //! Integration tests of the command side against real servers started by
 //! `ledger-testkit` (one test binary for the crate).
 
+mod commands;
+mod faults;
+mod inputs;
+mod intake;
 mod store;
+mod support;

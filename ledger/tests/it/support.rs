@@ -1,0 +1,115 @@
+//! Starting the command side against real servers, and talking to it.
+
+use std::time::Duration;
+
+use ledger::config::{Config, Secret};
+use ledger::serve::{Running, start_command};
+use ledger::store::read;
+use ledger_schemas::{AccountId, ChainHash, EventEnvelope};
+use ledger_testkit::{NatsServer, Postgres};
+use serde_json::{Value, json};
+
+pub const ADMIN: &str = "test-admin-token";
+
+/// Real servers for one test.
+pub struct Servers {
+    pub nats: NatsServer,
+    pub pg: Postgres,
+}
+
+impl Servers {
+    pub async fn start() -> Self {
+        let (nats, pg) = tokio::join!(NatsServer::start(), Postgres::start());
+        Servers {
+            nats: nats.expect("nats-server starts"),
+            pg: pg.expect("postgres starts"),
+        }
+    }
+
+    pub fn config(&self) -> Config {
+        let mut c = Config {
+            nats_url: self.nats.url(),
+            database_url: self.pg.url(),
+            http_addr: "127.0.0.1:0".into(),
+            admin_token: Some(Secret::new(ADMIN)),
+            reservation_sweep_interval_ms: 100,
+            ..Config::default()
+        };
+        c.limits.publish_timeout_ms = 2000;
+        c
+    }
+
+    pub async fn ledger(&self) -> Running {
+        start_command(&self.config())
+            .await
+            .expect("the command side starts")
+    }
+
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(self.nats.url()).await.unwrap()
+    }
+}
+
+/// Sends command `name` over NATS and returns the JSON reply.
+pub async fn cmd(client: &async_nats::Client, name: &str, body: Value) -> Value {
+    let reply = tokio::time::timeout(
+        Duration::from_secs(20),
+        client.request(format!("ledger.cmd.{name}"), body.to_string().into()),
+    )
+    .await
+    .expect("a reply in time")
+    .expect("a reply");
+    serde_json::from_slice(&reply.payload).expect("a JSON reply")
+}
+
+pub fn code(v: &Value) -> Option<&str> {
+    v["error"]["code"].as_str()
+}
+
+/// Opens `account` and grants it `credits` in `general`.
+pub async fn funded(client: &async_nats::Client, account: &str, credits: &str) {
+    let r = cmd(
+        client,
+        "open_account",
+        json!({"idempotency_key": format!("open-{account}"), "account_id": account}),
+    )
+    .await;
+    assert!(code(&r).is_none(), "{r}");
+    let r = cmd(
+        client,
+        "grant",
+        json!({"idempotency_key": format!("fund-{account}"), "account_id": account,
+               "bucket": "general", "credits": credits, "source": "promotion"}),
+    )
+    .await;
+    assert!(code(&r).is_none(), "{r}");
+}
+
+/// Every event on the account's subject, read straight from the stream.
+pub async fn log_of(client: &async_nats::Client, account: &str) -> Vec<EventEnvelope> {
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = js.get_stream("LEDGER").await.unwrap();
+    let subject = format!("ledger.events.acct.{account}");
+    read::events_after(&stream, &subject, 0, ChainHash::GENESIS)
+        .await
+        .expect("the log reads and its chain holds")
+        .into_iter()
+        .map(|e| e.envelope)
+        .collect()
+}
+
+/// The account folded from its log alone.
+pub async fn replayed(client: &async_nats::Client, account: &str) -> ledger::domain::Account {
+    let events = log_of(client, account).await;
+    ledger::domain::Account::replay(
+        AccountId::parse(account).unwrap(),
+        events.iter().map(|e| &e.body),
+    )
+}
+
+/// Messages in stream `LEDGER`.
+pub async fn stream_len(client: &async_nats::Client) -> u64 {
+    let js = async_nats::jetstream::new(client.clone());
+    let mut stream = js.get_stream("LEDGER").await.unwrap();
+    stream.info().await.unwrap().state.messages
+}
