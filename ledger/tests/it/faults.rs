@@ -21,15 +21,12 @@ async fn until_outcome(client: &async_nats::Client, name: &str, body: Value) -> 
             client.request(format!("ledger.cmd.{name}"), body.to_string().into()),
         )
         .await;
-        match reply {
-            Ok(Ok(m)) => {
-                let v: Value = serde_json::from_slice(&m.payload).unwrap();
-                match code(&v) {
-                    Some("conflict_retry") | Some("unavailable") => {}
-                    _ => return v,
-                }
+        if let Ok(Ok(m)) = reply {
+            let v: Value = serde_json::from_slice(&m.payload).unwrap();
+            match code(&v) {
+                Some("conflict_retry") | Some("unavailable") => {}
+                _ => return v,
             }
-            _ => {}
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

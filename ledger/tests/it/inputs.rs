@@ -176,44 +176,63 @@ async fn bad_inputs_get_their_code_and_change_nothing() {
         }
         r.send()
     };
-    let http_cases: Vec<(&str, &str, String, Option<&str>, Option<&str>, u16, &str)> = vec![
-        (
+    struct Case {
+        what: &'static str,
+        path: &'static str,
+        body: String,
+        key: Option<&'static str>,
+        token: Option<&'static str>,
+        status: u16,
+        code: &'static str,
+    }
+    let case = |what, path, body: String, key, token, status, code| Case {
+        what,
+        path,
+        body,
+        key,
+        token,
+        status,
+        code,
+    };
+    let consumptions = "/v1/accounts/acme/consumptions";
+    let http_cases = vec![
+        case(
             "no token",
-            "/v1/accounts/acme/consumptions",
+            consumptions,
             "{}".into(),
             Some("h1"),
             None,
             401,
             "unauthorized",
         ),
-        (
+        case(
             "wrong token",
-            "/v1/accounts/acme/consumptions",
+            consumptions,
             "{}".into(),
             Some("h1"),
             Some("nope"),
             401,
             "unauthorized",
         ),
-        (
+        case(
             "no key",
-            "/v1/accounts/acme/consumptions",
+            consumptions,
             json!({"service": "sms", "quantity": 1}).to_string(),
             None,
             Some(ADMIN),
             400,
             "invalid_request",
         ),
-        (
+        case(
             "malformed",
-            "/v1/accounts/acme/consumptions",
+            consumptions,
             "{".into(),
             Some("h2"),
             Some(ADMIN),
             400,
             "invalid_request",
         ),
-        (
+        case(
             "bad path account",
             "/v1/accounts/a%20b/consumptions",
             "{}".into(),
@@ -222,34 +241,34 @@ async fn bad_inputs_get_their_code_and_change_nothing() {
             400,
             "invalid_request",
         ),
-        (
+        case(
             "oversized",
-            "/v1/accounts/acme/consumptions",
+            consumptions,
             format!("{{\"pad\":\"{}\"}}", "x".repeat(70 * 1024)),
             Some("h4"),
             Some(ADMIN),
             400,
             "invalid_request",
         ),
-        (
+        case(
             "unknown service",
-            "/v1/accounts/acme/consumptions",
+            consumptions,
             json!({"service": "fax", "quantity": 1}).to_string(),
             Some("h5"),
             Some(ADMIN),
             400,
             "unknown_service",
         ),
-        (
+        case(
             "insufficient",
-            "/v1/accounts/acme/consumptions",
+            consumptions,
             json!({"service": "sms", "quantity": 1, "credits": "99"}).to_string(),
             Some("h6"),
             Some(ADMIN),
             402,
             "insufficient_credits",
         ),
-        (
+        case(
             "unknown command",
             "/v1/commands/teleport",
             "{}".into(),
@@ -259,11 +278,11 @@ async fn bad_inputs_get_their_code_and_change_nothing() {
             "invalid_request",
         ),
     ];
-    for (what, path, body, key, token, status, expected) in http_cases {
-        let resp = post(path, body, key, token).await.unwrap();
-        assert_eq!(resp.status().as_u16(), status, "{what}");
+    for c in http_cases {
+        let resp = post(c.path, c.body, c.key, c.token).await.unwrap();
+        assert_eq!(resp.status().as_u16(), c.status, "{}", c.what);
         let v: Value = resp.json().await.unwrap();
-        assert_eq!(code(&v), Some(expected), "{what}: {v}");
+        assert_eq!(code(&v), Some(c.code), "{}: {v}", c.what);
     }
 
     assert_eq!(
