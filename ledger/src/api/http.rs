@@ -124,23 +124,21 @@ fn with_fields(body: &[u8], fields: &[(&str, Value)]) -> Result<Vec<u8>, ApiErro
     Ok(serde_json::to_vec(&v).expect("values serialise"))
 }
 
+/// Parses, authorises (`action`, on the request's account) and runs a command.
 async fn execute(
     state: &AppState,
     principal: &Principal,
     name: CommandName,
+    action: Action,
     body: &[u8],
-    created: bool,
+    status: StatusCode,
 ) -> Result<Response, ApiError> {
     let parsed = parse(name, body, &principal.actor())?;
+    if action != Action::OpenAccount {
+        principal.check(action, Some(parsed.account()))?;
+    }
     match run(&state.engine, parsed).await {
-        Ok(reply) => Ok(json_body(
-            if created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            },
-            reply,
-        )),
+        Ok(reply) => Ok(json_body(status, reply)),
         Err(e) => Err(ApiError(Box::new((*e).clone()))),
     }
 }
@@ -161,7 +159,8 @@ async fn open_account(
         _ => "open".into(),
     });
     let body = with_fields(&body, &[("idempotency_key", json!(key))])?;
-    execute(&state, &principal, CommandName::OpenAccount, &body, true).await
+    let (name, action) = (CommandName::OpenAccount, Action::OpenAccount);
+    execute(&state, &principal, name, action, &body, StatusCode::CREATED).await
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -205,7 +204,8 @@ async fn consume(
             ("account_id", json!(account.as_str())),
         ],
     )?;
-    execute(&state, &principal, CommandName::Consume, &body, false).await
+    let (name, action) = (CommandName::Consume, Action::Spend);
+    execute(&state, &principal, name, action, &body, StatusCode::OK).await
 }
 
 /// The contract's balances view, from a balance reply.
@@ -280,7 +280,6 @@ async fn command(
             ))
         })?;
     let body = body_or_error(body, state.engine.limits().request_body_bytes_max)?;
-    let parsed = parse(name, &body, &principal.actor())?;
     let action = match name {
         CommandName::OpenAccount => Action::OpenAccount,
         CommandName::Consume
@@ -291,11 +290,10 @@ async fn command(
         CommandName::Transfer => Action::Transfer,
         CommandName::GetBalance => Action::ReadAccount,
     };
-    principal.check(action, Some(parsed.account()))?;
-    match run(&state.engine, parsed).await {
-        Ok(reply) => Ok(json_body(StatusCode::OK, reply)),
-        Err(e) => Err(ApiError(Box::new((*e).clone()))),
+    if action == Action::OpenAccount {
+        principal.check(action, None)?;
     }
+    execute(&state, &principal, name, action, &body, StatusCode::OK).await
 }
 
 async fn healthz() -> Json<Value> {

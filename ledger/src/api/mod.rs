@@ -87,116 +87,110 @@ fn request_hash<T: Serialize>(name: CommandName, request: &T) -> String {
     hex::encode(h.finalize())
 }
 
-fn command(
-    key: IdempotencyKey,
-    account: AccountId,
-    hash: String,
-    command: Command,
+/// A command request of the contract: its key, its account, and the domain
+/// command it asks for.
+trait KeyedRequest: serde::de::DeserializeOwned + Serialize {
+    fn key(&self) -> &IdempotencyKey;
+    fn account(&self) -> &AccountId;
+    fn into_command(self) -> Command;
+}
+
+macro_rules! keyed {
+    ($t:ty, |$r:ident| $cmd:expr) => {
+        impl KeyedRequest for $t {
+            fn key(&self) -> &IdempotencyKey {
+                &self.idempotency_key
+            }
+            fn account(&self) -> &AccountId {
+                &self.account_id
+            }
+            fn into_command(self) -> Command {
+                let $r = self;
+                $cmd
+            }
+        }
+    };
+}
+
+keyed!(OpenAccountRequest, |r| Command::Open {
+    display_name: r.display_name
+});
+keyed!(ConsumeRequest, |r| Command::Consume {
+    usage_id: UsageId::parse(r.idempotency_key.as_str())
+        .expect("an idempotency key is a valid usage id"),
+    service: r.service,
+    quantity: r.quantity,
+    credits: r.credits,
+    shortfall: Shortfall::Refuse,
+});
+keyed!(ReserveRequest, |r| Command::Reserve {
+    // A fresh id; a repeat of the key answers with the first one.
+    reservation_id: Id::new_v7(),
+    service: r.service,
+    credits: r.credits,
+    expires_in_s: r.expires_in_s,
+});
+keyed!(CaptureRequest, |r| Command::Capture {
+    reservation_id: r.reservation_id,
+    credits: r.credits,
+});
+keyed!(ReleaseRequest, |r| Command::Release {
+    reservation_id: r.reservation_id
+});
+keyed!(TransferRequest, |r| Command::Transfer {
+    from_bucket: r.from_bucket,
+    to_bucket: r.to_bucket,
+    credits: r.credits,
+});
+keyed!(GrantRequest, |r| Command::Grant {
+    bucket: r.bucket,
+    credits: r.credits,
+    source: r.source,
+    topup_id: r.topup_id,
+    payment_id: r.payment_id,
+    reason: r.reason,
+});
+keyed!(AdjustRequest, |r| Command::Adjust {
+    bucket: r.bucket,
+    delta: r.delta,
+    reason: r.reason,
+});
+
+fn keyed<R: KeyedRequest>(
+    name: CommandName,
+    body: &[u8],
     actor: &Actor,
-) -> Parsed {
-    Parsed::Command(Box::new(CommandRequest {
-        account,
-        key: Some(key),
-        request_hash: hash,
-        command,
+) -> Result<Parsed, Box<ErrorBody>> {
+    let r: R = decode_request(body)?;
+    let request_hash = request_hash(name, &r);
+    Ok(Parsed::Command(Box::new(CommandRequest {
+        account: r.account().clone(),
+        key: Some(r.key().clone()),
+        request_hash,
         actor: actor.clone(),
         occurred_at: None,
         correlation_id: Some(Id::new_v7().to_string()),
         causation_id: None,
-    }))
+        command: r.into_command(),
+    })))
 }
 
 /// Parses the JSON body of command `name`, sent by `actor`.
 pub fn parse(name: CommandName, body: &[u8], actor: &Actor) -> Result<Parsed, Box<ErrorBody>> {
-    Ok(match name {
-        CommandName::OpenAccount => {
-            let r: OpenAccountRequest = decode_request(body)?;
-            let hash = request_hash(name, &r);
-            let cmd = Command::Open {
-                display_name: r.display_name,
-            };
-            command(r.idempotency_key, r.account_id, hash, cmd, actor)
-        }
-        CommandName::Consume => {
-            let r: ConsumeRequest = decode_request(body)?;
-            let hash = request_hash(name, &r);
-            let usage_id = UsageId::parse(r.idempotency_key.as_str())
-                .expect("an idempotency key is a valid usage id");
-            let cmd = Command::Consume {
-                service: r.service,
-                usage_id,
-                quantity: r.quantity,
-                credits: r.credits,
-                shortfall: Shortfall::Refuse,
-            };
-            command(r.idempotency_key, r.account_id, hash, cmd, actor)
-        }
-        CommandName::Reserve => {
-            let r: ReserveRequest = decode_request(body)?;
-            let hash = request_hash(name, &r);
-            let cmd = Command::Reserve {
-                reservation_id: Id::new_v7(),
-                service: r.service,
-                credits: r.credits,
-                expires_in_s: r.expires_in_s,
-            };
-            command(r.idempotency_key, r.account_id, hash, cmd, actor)
-        }
-        CommandName::Capture => {
-            let r: CaptureRequest = decode_request(body)?;
-            let hash = request_hash(name, &r);
-            let cmd = Command::Capture {
-                reservation_id: r.reservation_id,
-                credits: r.credits,
-            };
-            command(r.idempotency_key, r.account_id, hash, cmd, actor)
-        }
-        CommandName::Release => {
-            let r: ReleaseRequest = decode_request(body)?;
-            let hash = request_hash(name, &r);
-            let cmd = Command::Release {
-                reservation_id: r.reservation_id,
-            };
-            command(r.idempotency_key, r.account_id, hash, cmd, actor)
-        }
-        CommandName::Transfer => {
-            let r: TransferRequest = decode_request(body)?;
-            let hash = request_hash(name, &r);
-            let cmd = Command::Transfer {
-                from_bucket: r.from_bucket,
-                to_bucket: r.to_bucket,
-                credits: r.credits,
-            };
-            command(r.idempotency_key, r.account_id, hash, cmd, actor)
-        }
-        CommandName::Grant => {
-            let r: GrantRequest = decode_request(body)?;
-            let hash = request_hash(name, &r);
-            let cmd = Command::Grant {
-                bucket: r.bucket,
-                credits: r.credits,
-                source: r.source,
-                topup_id: r.topup_id,
-                payment_id: r.payment_id,
-                reason: r.reason,
-            };
-            command(r.idempotency_key, r.account_id, hash, cmd, actor)
-        }
-        CommandName::Adjust => {
-            let r: AdjustRequest = decode_request(body)?;
-            let hash = request_hash(name, &r);
-            let cmd = Command::Adjust {
-                bucket: r.bucket,
-                delta: r.delta,
-                reason: r.reason,
-            };
-            command(r.idempotency_key, r.account_id, hash, cmd, actor)
-        }
+    match name {
+        CommandName::OpenAccount => keyed::<OpenAccountRequest>(name, body, actor),
+        CommandName::Consume => keyed::<ConsumeRequest>(name, body, actor),
+        CommandName::Reserve => keyed::<ReserveRequest>(name, body, actor),
+        CommandName::Capture => keyed::<CaptureRequest>(name, body, actor),
+        CommandName::Release => keyed::<ReleaseRequest>(name, body, actor),
+        CommandName::Transfer => keyed::<TransferRequest>(name, body, actor),
+        CommandName::Grant => keyed::<GrantRequest>(name, body, actor),
+        CommandName::Adjust => keyed::<AdjustRequest>(name, body, actor),
         CommandName::GetBalance => {
             let r: GetBalanceRequest = decode_request(body)?;
-            Parsed::Balance(r.account_id)
+            Ok(Parsed::Balance(r.account_id))
         }
-    })
+    }
 }
 
 /// Runs a parsed request: the JSON reply body and whether it is an error.
