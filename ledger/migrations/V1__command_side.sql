@@ -9,7 +9,8 @@ CREATE TABLE ledger_cmd.idempotency (
     account_id   text        NOT NULL,
     key          text        NOT NULL,
     request_hash text        NOT NULL,
-    outcome      jsonb       NOT NULL,
+    -- The reply as sent (JSON text; only the ledger reads it back).
+    outcome      text        NOT NULL,
     refused      boolean     NOT NULL,
     stream_seq   bigint,
     created_at   timestamptz NOT NULL DEFAULT now(),

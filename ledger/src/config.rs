@@ -111,7 +111,16 @@ pub struct Limits {
     /// Messages in one atomic batch (the server allows 1000).
     pub batch_messages_max: usize,
     /// Atomic batches awaiting their ack at once (the server allows 50 per stream).
+    /// Fewer in flight make each fuller; a batch costs the server a fixed time.
     pub batches_in_flight_max: usize,
+    /// Pack many accounts' appends into one atomic batch (group commit). A
+    /// batch costs the server a fixed time (an fsync with `sync_interval:
+    /// always`), so under load grouping wins in either sync mode (measured);
+    /// off, each account's append goes out on its own at once, which gives
+    /// lower latency only while few commands are in flight.
+    pub group_commit: bool,
+    /// Per-account appends awaiting their ack at once when not grouping.
+    pub appends_in_flight_max: usize,
     /// Reloads and retries after a concurrent append, before `conflict_retry`.
     pub conflict_retries_max: u32,
     /// How long one publish waits for its ack.
@@ -138,7 +147,9 @@ impl Default for Limits {
             account_queue_max: 4096,
             account_batch_commands_max: 1000,
             batch_messages_max: 1000,
-            batches_in_flight_max: 8,
+            batches_in_flight_max: 2,
+            group_commit: true,
+            appends_in_flight_max: 4096,
             conflict_retries_max: 8,
             publish_timeout_ms: 5000,
             publish_retries_max: 3,

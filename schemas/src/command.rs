@@ -139,16 +139,16 @@ pub fn decode_request<T: DeserializeOwned>(body: &[u8]) -> Result<T, Box<ErrorBo
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let field = e.path().to_string();
         let inner = e.into_inner();
+        let rule = strip_position(&inner.to_string());
         let syntax = inner.is_syntax() || inner.is_eof();
         let message = if syntax {
             "The request body is not valid JSON.".to_owned()
         } else if field == "." {
-            format!("The request is invalid: {inner}.")
+            format!("The request is invalid: {rule}.")
         } else {
-            format!("The field '{field}' is invalid: {inner}.")
+            format!("The field '{field}' is invalid: {rule}.")
         };
-        let mut body = ErrorBody::new(ErrorCode::InvalidRequest, message)
-            .with_detail("rule", strip_position(&inner.to_string()));
+        let mut body = ErrorBody::new(ErrorCode::InvalidRequest, message).with_detail("rule", rule);
         if !syntax && field != "." {
             body = body.with_detail("field", field);
         }

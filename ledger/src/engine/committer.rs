@@ -31,24 +31,27 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Starts the committer task.
+    /// Starts the committer task. With `group` off, each account's append
+    /// goes out on its own at once: a single event as a plain publish (up to
+    /// `appends_in_flight_max` awaiting acks), several as their own atomic
+    /// batch (up to `batches_in_flight_max`, the server allowing 50 per stream).
     pub fn spawn(
         client: Client,
+        group: bool,
         batch_messages_max: usize,
         batches_in_flight_max: usize,
+        appends_in_flight_max: usize,
         timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Self {
         // Enough room for every writer's one outstanding append and more.
         let (tx, rx) = mpsc::channel(batch_messages_max * 4);
-        tokio::spawn(run(
-            rx,
-            client,
-            batch_messages_max,
-            Arc::new(Semaphore::new(batches_in_flight_max)),
-            timeout,
-            metrics,
-        ));
+        let slots = Slots {
+            batches: Arc::new(Semaphore::new(batches_in_flight_max)),
+            singles: Arc::new(Semaphore::new(appends_in_flight_max)),
+        };
+        let batch_max = if group { batch_messages_max } else { 1 };
+        tokio::spawn(run(rx, client, batch_max, slots, timeout, metrics));
         Self { tx }
     }
 
@@ -64,11 +67,17 @@ impl Committer {
     }
 }
 
+/// Limits on what awaits an ack at once.
+struct Slots {
+    batches: Arc<Semaphore>,
+    singles: Arc<Semaphore>,
+}
+
 async fn run(
     mut rx: mpsc::Receiver<Append>,
     client: Client,
     batch_messages_max: usize,
-    in_flight: Arc<Semaphore>,
+    slots: Slots,
     timeout: Duration,
     metrics: Arc<Metrics>,
 ) {
@@ -81,9 +90,16 @@ async fn run(
                 None => return,
             },
         };
-        // Wait for a batch slot before gathering: while all slots are busy,
-        // more appends queue up and the next batch is fuller.
-        let permit = match in_flight.clone().acquire_owned().await {
+        // Wait for a slot before gathering: while all slots are busy, more
+        // appends queue up and the next batch is fuller. A lone single event
+        // needs no batch, and takes a cheaper slot when not grouping.
+        let single = batch_messages_max == 1 && first.messages.len() == 1;
+        let semaphore = if single {
+            &slots.singles
+        } else {
+            &slots.batches
+        };
+        let permit = match semaphore.clone().acquire_owned().await {
             Ok(p) => p,
             Err(_) => return,
         };

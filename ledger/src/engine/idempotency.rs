@@ -85,38 +85,147 @@ pub struct Row {
     pub stream_seq: Option<u64>,
 }
 
-/// Looks up `keys` of one account.
-pub async fn lookup(
+type Found = Vec<(IdempotencyKey, Remembered)>;
+
+/// Looks up (account, key) pairs in one query.
+async fn lookup_pairs(
     pool: &Pool,
-    account: &AccountId,
-    keys: &[&IdempotencyKey],
-) -> anyhow::Result<Vec<(IdempotencyKey, Remembered)>> {
-    if keys.is_empty() {
+    pairs: &[(&AccountId, &IdempotencyKey)],
+) -> anyhow::Result<Vec<(AccountId, IdempotencyKey, Remembered)>> {
+    if pairs.is_empty() {
         return Ok(Vec::new());
     }
+    let accounts: Vec<&str> = pairs.iter().map(|(a, _)| a.as_str()).collect();
+    let keys: Vec<&str> = pairs.iter().map(|(_, k)| k.as_str()).collect();
     let client = pool.get().await?;
-    let names: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
-    let rows = client
-        .query(
-            "SELECT key, request_hash, outcome::text, refused FROM ledger_cmd.idempotency \
-             WHERE account_id = $1 AND key = ANY($2)",
-            &[&account.as_str(), &names],
+    let statement = client
+        .prepare_cached(
+            "SELECT i.account_id, i.key, i.request_hash, i.outcome, i.refused \
+             FROM unnest($1::text[], $2::text[]) AS q(a, k) \
+             JOIN ledger_cmd.idempotency i ON i.account_id = q.a AND i.key = q.k",
         )
         .await?;
+    let rows = client.query(&statement, &[&accounts, &keys]).await?;
     rows.iter()
         .map(|r| {
-            let key = IdempotencyKey::parse(r.get::<_, String>(0))?;
-            let text: String = r.get(2);
-            let outcome = Outcome::from_json(&text, r.get(3))?;
-            Ok((
-                key,
-                Remembered {
-                    request_hash: r.get(1),
-                    outcome,
-                },
-            ))
+            let account = AccountId::parse(r.get::<_, String>(0))?;
+            let key = IdempotencyKey::parse(r.get::<_, String>(1))?;
+            let text: String = r.get(3);
+            let outcome = Outcome::from_json(&text, r.get(4))?;
+            let remembered = Remembered {
+                request_hash: r.get(2),
+                outcome,
+            };
+            Ok((account, key, remembered))
         })
         .collect()
+}
+
+struct Lookup {
+    account: AccountId,
+    keys: Vec<IdempotencyKey>,
+    done: tokio::sync::oneshot::Sender<Result<Found, String>>,
+}
+
+/// Coalesces the lookups of many account writers into one query per burst:
+/// a command whose key is not in memory costs a share of one round trip to
+/// PostgreSQL, not a round trip of its own.
+#[derive(Debug, Clone)]
+pub struct Lookups {
+    tx: mpsc::Sender<Lookup>,
+}
+
+/// Keys one coalesced lookup asks for at most.
+const LOOKUP_KEYS_MAX: usize = 2000;
+/// Coalesced lookups running at once.
+const LOOKUPS_IN_FLIGHT_MAX: usize = 4;
+
+impl Lookups {
+    pub fn spawn(pool: Pool) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Lookup>(LOOKUP_KEYS_MAX);
+        tokio::spawn(async move {
+            let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(LOOKUPS_IN_FLIGHT_MAX));
+            let mut carried: Option<Lookup> = None;
+            loop {
+                let first = match carried.take() {
+                    Some(l) => l,
+                    None => match rx.recv().await {
+                        Some(l) => l,
+                        None => return,
+                    },
+                };
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let mut size = first.keys.len();
+                let mut group = vec![first];
+                while size < LOOKUP_KEYS_MAX {
+                    match rx.try_recv() {
+                        Ok(l) if size + l.keys.len() <= LOOKUP_KEYS_MAX => {
+                            size += l.keys.len();
+                            group.push(l);
+                        }
+                        Ok(l) => {
+                            carried = Some(l);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    let pairs: Vec<(&AccountId, &IdempotencyKey)> = group
+                        .iter()
+                        .flat_map(|l| l.keys.iter().map(move |k| (&l.account, k)))
+                        .collect();
+                    let result = lookup_pairs(&pool, &pairs).await.map_err(|e| e.to_string());
+                    drop(pairs);
+                    match result {
+                        Ok(rows) => {
+                            let mut by_account: HashMap<AccountId, Found> = HashMap::new();
+                            for (a, k, r) in rows {
+                                by_account.entry(a).or_default().push((k, r));
+                            }
+                            for l in group {
+                                let found = by_account.remove(&l.account).unwrap_or_default();
+                                let _ = l.done.send(Ok(found));
+                            }
+                        }
+                        Err(e) => {
+                            for l in group {
+                                let _ = l.done.send(Err(e.clone()));
+                            }
+                        }
+                    }
+                    drop(permit);
+                });
+            }
+        });
+        Self { tx }
+    }
+
+    /// The remembered outcomes of `keys` of `account` (those PostgreSQL has).
+    pub async fn lookup(
+        &self,
+        account: &AccountId,
+        keys: Vec<IdempotencyKey>,
+    ) -> anyhow::Result<Found> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Lookup {
+                account: account.clone(),
+                keys,
+                done,
+            })
+            .await
+            .map_err(|_| anyhow::anyhow!("the idempotency lookup task stopped"))?;
+        wait.await
+            .map_err(|_| anyhow::anyhow!("the idempotency lookup was dropped"))?
+            .map_err(|e| anyhow::anyhow!(e))
+    }
 }
 
 /// Inserts rows; a key already there keeps its first outcome.
@@ -139,12 +248,17 @@ pub async fn insert(pool: &Pool, rows: &[Row]) -> anyhow::Result<()> {
         seqs.push(r.stream_seq.map(|s| s as i64));
     }
     let client = pool.get().await?;
-    client
-        .execute(
+    let statement = client
+        .prepare_cached(
             "INSERT INTO ledger_cmd.idempotency (account_id, key, request_hash, outcome, refused, stream_seq) \
-             SELECT a, k, h, o::jsonb, r, s FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::int8[]) \
+             SELECT a, k, h, o, r, s FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::int8[]) \
                AS t(a, k, h, o, r, s) \
              ON CONFLICT (account_id, key) DO NOTHING",
+        )
+        .await?;
+    client
+        .execute(
+            &statement,
             &[&accounts, &keys, &hashes, &outcomes, &refused, &seqs],
         )
         .await?;

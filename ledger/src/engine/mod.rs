@@ -118,6 +118,7 @@ struct Inner {
     limits: Limits,
     committer: Committer,
     background: idempotency::BackgroundWriter,
+    lookups: idempotency::Lookups,
     metrics: Arc<Metrics>,
     writers: Mutex<(HashMap<AccountId, Handle>, u64)>,
     in_flight: Semaphore,
@@ -148,12 +149,15 @@ impl Engine {
     ) -> Self {
         let committer = Committer::spawn(
             store.client().clone(),
+            limits.group_commit,
             limits.batch_messages_max,
             limits.batches_in_flight_max,
+            limits.appends_in_flight_max,
             Duration::from_millis(limits.publish_timeout_ms),
             metrics.clone(),
         );
         let background = idempotency::BackgroundWriter::spawn(pool.clone());
+        let lookups = idempotency::Lookups::spawn(pool.clone());
         let in_flight = Semaphore::new(limits.commands_in_flight_max);
         Engine {
             inner: Arc::new(Inner {
@@ -163,6 +167,7 @@ impl Engine {
                 limits,
                 committer,
                 background,
+                lookups,
                 metrics,
                 writers: Mutex::new((HashMap::new(), 0)),
                 in_flight,

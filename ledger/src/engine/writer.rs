@@ -178,13 +178,20 @@ impl Writer {
     async fn process(&mut self, mut jobs: Vec<Job>) {
         // Keys this writer does not remember may be in PostgreSQL (older than
         // the cache, decided by another process, or refusals).
-        let unknown: Vec<&IdempotencyKey> = jobs
+        let unknown: Vec<IdempotencyKey> = jobs
             .iter()
             .filter_map(|j| j.request.key.as_ref())
             .filter(|k| self.keys.get(k).is_none())
+            .cloned()
             .collect();
         if !unknown.is_empty() {
-            match idempotency::lookup(self.engine.pool(), &self.account, &unknown).await {
+            match self
+                .engine
+                .inner
+                .lookups
+                .lookup(&self.account, unknown)
+                .await
+            {
                 Ok(found) => {
                     for (k, r) in found {
                         self.keys.insert(k, r);

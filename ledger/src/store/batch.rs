@@ -221,7 +221,8 @@ fn parse_ack(subject: &str, reply: &[u8]) -> Result<PubAck, StoreError> {
                 subject: subject.to_owned(),
                 detail,
             }
-        } else if err.code == 503 {
+        } else if err.code == 503 || err.code == 429 {
+            // Down, or too many batches in flight: both pass.
             StoreError::Unavailable(detail)
         } else {
             StoreError::Refused(detail)

@@ -1,0 +1,438 @@
+//! The ledger against its limits, measured in one run on this machine.
+//!
+//! `cargo bench -p ledger --bench ledger -- [--accounts N] [--commands N] [--clients N] [--quick]`
+//!
+//! Starts its own nats-server (once with default syncing, once with
+//! `sync_interval: always`) and PostgreSQL, then measures, for each mode:
+//! - raw pipelined JetStream publishes of event-sized messages over the same
+//!   subjects (the limit with default syncing);
+//! - raw atomic batches of 1000 of the same messages (the durable limit);
+//! - consumptions over many funded accounts from concurrent clients, through
+//!   the NATS command service;
+//! - consumptions on one hot account from the same clients.
+//!
+//! Prints a table of throughput, latency percentiles and ratios, and writes
+//! the same as JSON (`target/bench-ledger.json`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use ledger::config::{Config, Secret};
+use ledger::store::{AppendMessage, batch};
+use ledger_schemas::ChainHash;
+use ledger_testkit::{NatsOptions, NatsServer, Postgres};
+use serde_json::json;
+
+struct Args {
+    accounts: usize,
+    commands: usize,
+    clients: usize,
+    raw_messages: usize,
+    batches_in_flight: Option<usize>,
+    in_flight_per_client: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        accounts: 10_000,
+        commands: 40_000,
+        clients: 64,
+        raw_messages: 100_000,
+        batches_in_flight: None,
+        in_flight_per_client: 16,
+    };
+    let argv: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < argv.len() {
+        let value = || argv.get(i + 1).and_then(|v| v.parse().ok());
+        match argv[i].as_str() {
+            "--accounts" => a.accounts = value().expect("--accounts N"),
+            "--commands" => a.commands = value().expect("--commands N"),
+            "--clients" => a.clients = value().expect("--clients N"),
+            "--raw-messages" => a.raw_messages = value().expect("--raw-messages N"),
+            "--batches-in-flight" => a.batches_in_flight = value(),
+            "--in-flight-per-client" => {
+                a.in_flight_per_client = value().expect("--in-flight-per-client N")
+            }
+            "--quick" => {
+                a.accounts = 200;
+                a.commands = 2_000;
+                a.clients = 16;
+                a.raw_messages = 5_000;
+                i += 1;
+                continue;
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    a
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct Row {
+    mode: &'static str,
+    workload: String,
+    ops: usize,
+    per_s: f64,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    limit: Option<&'static str>,
+    ratio_to_limit: Option<f64>,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+/// A ~200-byte event body, like a `credits_consumed` event's.
+fn body(i: usize) -> bytes::Bytes {
+    let pad = "x".repeat(120);
+    bytes::Bytes::from(format!(
+        "{{\"event_id\":\"{i:016}\",\"type\":\"credits_consumed\",\"pad\":\"{pad}\"}}"
+    ))
+}
+
+async fn raw_pipelined(nats: &NatsServer, n: usize, accounts: usize) -> f64 {
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "RAW".into(),
+        subjects: vec!["raw.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let mut acks = FuturesUnordered::new();
+    for i in 0..n {
+        let f = js
+            .publish(format!("raw.acct.a{}", i % accounts), body(i))
+            .await
+            .unwrap();
+        acks.push(std::future::IntoFuture::into_future(f));
+        // A bounded window of outstanding acks, as a real publisher keeps.
+        if acks.len() >= 4096 {
+            acks.next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(a) = acks.next().await {
+        a.unwrap();
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn raw_batches(nats: &NatsServer, n: usize, accounts: usize) -> f64 {
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "RAWB".into(),
+        subjects: vec!["rawb.>".into()],
+        allow_atomic_publish: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let messages: Vec<AppendMessage> = (0..n)
+        .map(|i| AppendMessage {
+            subject: format!("rawb.acct.a{}", i % accounts),
+            payload: body(i),
+            event_id: format!("{i}"),
+            event_type: "credits_consumed",
+            chain: ChainHash::GENESIS.to_hex(),
+            expected_last_subject_seq: None,
+        })
+        .collect();
+    let started = Instant::now();
+    // Eight batches in flight, as the ledger's committer allows by default.
+    let chunks: Vec<Vec<AppendMessage>> = messages.chunks(1000).map(|c| c.to_vec()).collect();
+    let sem = Arc::new(tokio::sync::Semaphore::new(8));
+    let mut tasks = Vec::new();
+    for chunk in chunks {
+        let permit = sem.clone().acquire_owned().await.unwrap();
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            batch::append(&client, &chunk, Duration::from_secs(30))
+                .await
+                .unwrap();
+            drop(permit);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Sends `commands` consumptions from `clients` concurrent clients, spread
+/// over `accounts`; returns (commands/s, sorted latencies).
+async fn consumptions(
+    client: &async_nats::Client,
+    accounts: &[String],
+    commands: usize,
+    clients: usize,
+    in_flight: usize,
+    tag: &str,
+) -> (f64, Vec<Duration>) {
+    let per_client = commands / clients;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let client = client.clone();
+        let accounts = accounts.to_vec();
+        let tag = tag.to_owned();
+        tasks.push(tokio::spawn(async move {
+            // One connection's worth of requests, `in_flight` awaiting replies.
+            let mut lat = Vec::with_capacity(per_client);
+            let mut pending = FuturesUnordered::new();
+            for i in 0..per_client {
+                let account = &accounts[(c * per_client + i) % accounts.len()];
+                let body = json!({"idempotency_key": format!("{tag}-{c}-{i}"), "account_id": account,
+                    "service": "sms", "quantity": 1, "credits": "0.01"});
+                let client = client.clone();
+                pending.push(async move {
+                    let t = Instant::now();
+                    let r = client
+                        .request("ledger.cmd.consume", body.to_string().into())
+                        .await
+                        .expect("a reply");
+                    let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+                    assert!(v.get("error").is_none(), "{v}");
+                    t.elapsed()
+                });
+                if pending.len() >= in_flight {
+                    lat.push(pending.next().await.unwrap());
+                }
+            }
+            while let Some(l) = pending.next().await {
+                lat.push(l);
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::with_capacity(commands);
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let rate = all.len() as f64 / started.elapsed().as_secs_f64();
+    all.sort();
+    (rate, all)
+}
+
+/// Publishes `n` usages (pipelined, as a service would) over `accounts` and
+/// waits for every outcome; returns usages/s from first publish to last outcome.
+async fn intake(client: &async_nats::Client, accounts: &[String], n: usize) -> f64 {
+    let js = async_nats::jetstream::new(client.clone());
+    let mut outcomes = client.subscribe("ledger.outcome.>").await.unwrap();
+    let started = Instant::now();
+    let publisher = {
+        let js = js.clone();
+        let accounts = accounts.to_vec();
+        tokio::spawn(async move {
+            let mut acks = FuturesUnordered::new();
+            for i in 0..n {
+                let account = &accounts[i % accounts.len()];
+                let id = format!("bench-{i}");
+                let body = json!({"usage_id": id, "account_id": account, "service": "sms",
+                    "quantity": 1, "credits": null, "occurred_at": "2026-11-21T10:00:00.000Z",
+                    "attributes": {}});
+                let mut h = async_nats::HeaderMap::new();
+                h.insert("Nats-Msg-Id", id.as_str());
+                let f = js
+                    .publish_with_headers(
+                        format!("ledger.usage.sms.{account}"),
+                        h,
+                        body.to_string().into(),
+                    )
+                    .await
+                    .unwrap();
+                acks.push(std::future::IntoFuture::into_future(f));
+                if acks.len() >= 4096 {
+                    acks.next().await.unwrap().unwrap();
+                }
+            }
+            while let Some(a) = acks.next().await {
+                a.unwrap();
+            }
+        })
+    };
+    let mut seen = 0;
+    while seen < n {
+        tokio::time::timeout(Duration::from_secs(60), outcomes.next())
+            .await
+            .expect("outcomes keep coming")
+            .unwrap();
+        seen += 1;
+    }
+    publisher.await.unwrap();
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn fund(client: &async_nats::Client, accounts: &[String]) {
+    let sem = Arc::new(tokio::sync::Semaphore::new(256));
+    let mut tasks = Vec::new();
+    for a in accounts {
+        let permit = sem.clone().acquire_owned().await.unwrap();
+        let client = client.clone();
+        let a = a.clone();
+        tasks.push(tokio::spawn(async move {
+            for (name, body) in [
+                (
+                    "open_account",
+                    json!({"idempotency_key": format!("o-{a}"), "account_id": a}),
+                ),
+                (
+                    "grant",
+                    json!({"idempotency_key": format!("g-{a}"), "account_id": a,
+                    "bucket": "general", "credits": "1000000", "source": "promotion"}),
+                ),
+            ] {
+                let r = client
+                    .request(format!("ledger.cmd.{name}"), body.to_string().into())
+                    .await
+                    .unwrap();
+                let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+                assert!(v.get("error").is_none(), "{v}");
+            }
+            drop(permit);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Row>) {
+    let nats = NatsServer::start_with(NatsOptions { sync_always })
+        .await
+        .unwrap();
+    let pg = Postgres::start().await.unwrap();
+    let pipelined = raw_pipelined(&nats, a.raw_messages, a.accounts).await;
+    let batches = raw_batches(&nats, a.raw_messages, a.accounts).await;
+    let (limit_name, limit) = if sync_always {
+        ("raw atomic batches of 1000", batches)
+    } else {
+        ("raw pipelined publish", pipelined)
+    };
+    let raw = |workload: &str, per_s: f64| Row {
+        mode: name,
+        workload: workload.into(),
+        ops: a.raw_messages,
+        per_s,
+        p50_ms: None,
+        p99_ms: None,
+        limit: None,
+        ratio_to_limit: None,
+    };
+    rows.push(raw("raw pipelined publish", pipelined));
+    rows.push(raw("raw atomic batches of 1000", batches));
+
+    let mut config = Config {
+        nats_url: nats.url(),
+        database_url: pg.url(),
+        http_addr: "127.0.0.1:0".into(),
+        admin_token: Some(Secret::new("bench")),
+        ..Config::default()
+    };
+    config.limits.commands_in_flight_max = 100_000;
+    if let Some(n) = a.batches_in_flight {
+        config.limits.batches_in_flight_max = n;
+    }
+    let running = ledger::serve::start_command(&config).await.unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let accounts: Vec<String> = (0..a.accounts).map(|i| format!("acct{i}")).collect();
+    fund(&client, &accounts).await;
+    let hot = vec!["hot".to_owned()];
+    fund(&client, &hot).await;
+
+    for (tag, workload, set) in [
+        (
+            "many",
+            format!(
+                "consume, {} accounts, {}x{} in flight",
+                a.accounts, a.clients, a.in_flight_per_client
+            ),
+            &accounts,
+        ),
+        (
+            "hot",
+            format!(
+                "consume, 1 hot account, {}x{} in flight",
+                a.clients, a.in_flight_per_client
+            ),
+            &hot,
+        ),
+    ] {
+        let (rate, lat) = consumptions(
+            &client,
+            set,
+            a.commands,
+            a.clients,
+            a.in_flight_per_client,
+            tag,
+        )
+        .await;
+        rows.push(Row {
+            mode: name,
+            workload,
+            ops: lat.len(),
+            per_s: rate,
+            p50_ms: Some(percentile(&lat, 0.5)),
+            p99_ms: Some(percentile(&lat, 0.99)),
+            limit: Some(limit_name),
+            ratio_to_limit: Some(rate / limit),
+        });
+    }
+    let rate = intake(&client, &accounts, a.commands).await;
+    rows.push(Row {
+        mode: name,
+        workload: format!("usage intake, {} accounts, pipelined", a.accounts),
+        ops: a.commands,
+        per_s: rate,
+        p50_ms: None,
+        p99_ms: None,
+        limit: Some(limit_name),
+        ratio_to_limit: Some(rate / limit),
+    });
+    running.stop().await.unwrap();
+}
+
+#[tokio::main]
+async fn main() {
+    let a = args();
+    let mut rows = Vec::new();
+    mode("default sync", false, &a, &mut rows).await;
+    mode("sync always", true, &a, &mut rows).await;
+    println!(
+        "{:<13} {:<40} {:>8} {:>10} {:>8} {:>8}  ratio to limit",
+        "mode", "workload", "ops", "per s", "p50 ms", "p99 ms"
+    );
+    for r in &rows {
+        let opt = |v: Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<13} {:<40} {:>8} {:>10.0} {:>8} {:>8}  {}",
+            r.mode,
+            r.workload,
+            r.ops,
+            r.per_s,
+            opt(r.p50_ms),
+            opt(r.p99_ms),
+            match (r.ratio_to_limit, r.limit) {
+                (Some(x), Some(l)) => format!("{x:.3} x {l}"),
+                _ => "-".into(),
+            }
+        );
+    }
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-ledger.json");
+    std::fs::write(&out, serde_json::to_string_pretty(&rows).unwrap()).unwrap();
+    println!("\nwritten to {}", out.display());
+}
