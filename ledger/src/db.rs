@@ -30,7 +30,10 @@ pub async fn migrate(pool: &Pool) -> anyhow::Result<()> {
     let mut conn = pool.get().await?;
     let client: &mut tokio_postgres::Client = &mut conn;
     embedded::migrations::runner()
-        .set_migration_table_name("ledger_cmd_migrations")
+        // Schema-qualified: with a role named `ledger`, an unqualified name would
+        // land in schema `ledger` (first on the default search_path) once the
+        // read models create it, and the history would seem empty.
+        .set_migration_table_name("public.ledger_cmd_migrations")
         .run_async(client)
         .await?;
     Ok(())

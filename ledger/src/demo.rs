@@ -104,8 +104,34 @@ pub async fn run(url: &str, token: &str) -> anyhow::Result<()> {
         again["event"]["event_id"]
     );
 
-    println!("== Balances");
-    let b = api.get(&format!("/v1/accounts/{account}/balances")).await?;
+    let last_seq = again["stream_seq"].as_u64().unwrap_or(0);
+
+    println!("== Balances (read model, once it reflects stream seq {last_seq})");
+    let mut b = Value::Null;
+    for _ in 0..100 {
+        let path = format!("/v1/accounts/{account}/balances");
+        b = api.get(&path).await.unwrap_or(Value::Null);
+        if b["as_of_seq"].as_u64().unwrap_or(0) >= last_seq {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     println!("{}", serde_json::to_string_pretty(&b)?);
+
+    println!("== Credit history, newest first");
+    let h = api
+        .get(&format!("/v1/accounts/{account}/history?limit=10"))
+        .await?;
+    for item in h["items"].as_array().into_iter().flatten() {
+        let text = |k: &str| item[k].as_str().unwrap_or("").to_owned();
+        println!(
+            "   seq {:>4}  {:<18} {:<8} {:>8}  balance {}",
+            item["stream_seq"],
+            text("kind"),
+            text("bucket"),
+            text("credits_delta"),
+            text("balance_after")
+        );
+    }
     Ok(())
 }

@@ -27,6 +27,11 @@ enum Cmd {
         #[arg(long)]
         print_config: bool,
     },
+    /// Read models: `ledger projections rebuild [--projection NAME]`.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCmd,
+    },
     /// Walk through the ledger against a running service (used by deploy/run.sh).
     Demo {
         /// The service's HTTP address.
@@ -35,6 +40,17 @@ enum Cmd {
         /// An admin token of the service.
         #[arg(long, env = "LEDGER_ADMIN_TOKEN")]
         token: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectionsCmd {
+    /// Replay the whole log into shadow tables and swap them in, while the
+    /// live tables keep serving reads.
+    Rebuild {
+        /// One projection (`accounts`, `topups`); all when absent.
+        #[arg(long)]
+        projection: Option<String>,
     },
 }
 
@@ -57,22 +73,19 @@ async fn main() -> anyhow::Result<()> {
             serve(config, role).await
         }
         Cmd::Demo { url, token } => ledger::demo::run(&url, &token).await,
+        Cmd::Projections {
+            command: ProjectionsCmd::Rebuild { projection },
+        } => {
+            let config = Config::load(cli.config.as_deref())?;
+            ledger::serve::rebuild(&config, projection.as_deref()).await
+        }
     }
 }
 
 async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
-    match role {
-        Role::Command | Role::All => {}
-        Role::Projections | Role::Gateway => {
-            anyhow::bail!("role {role:?} is not part of this build yet; run --role command")
-        }
-    }
-    if role == Role::All {
-        tracing::warn!("--role all runs the command side only in this build");
-    }
-    let mut running = ledger::serve::start_command(&config)
+    let mut running = ledger::serve::start(&config, role)
         .await
-        .context("starting the command side")?;
+        .context("starting the ledger")?;
     let token = running.shutdown_token();
     tokio::select! {
         r = running.wait() => r,

@@ -25,6 +25,11 @@ pub struct CommandLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProjectionLabels {
+    pub projection: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IntakeLabels {
     /// `consumed`, `rejected`, `dead_letter`, `duplicate`.
     pub result: &'static str,
@@ -45,6 +50,8 @@ pub struct Metrics {
     /// Seconds between a usage's publication and its outcome, last seen.
     pub intake_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub reservations_expired: Counter,
+    /// Events in the stream a projector has not applied yet.
+    pub projection_lag: Family<ProjectionLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -61,6 +68,7 @@ impl Default for Metrics {
             intake: Family::default(),
             intake_lag_seconds: Gauge::default(),
             reservations_expired: Counter::default(),
+            projection_lag: Family::default(),
         };
         {
             let mut r = m.registry.lock().expect("metrics registry");
@@ -108,6 +116,11 @@ impl Default for Metrics {
                 "intake_lag_seconds",
                 "Delay between a usage's publication and its outcome (last seen)",
                 m.intake_lag_seconds.clone(),
+            );
+            r.register(
+                "projection_lag_events",
+                "Events in stream LEDGER a projector has not applied yet",
+                m.projection_lag.clone(),
             );
             r.register(
                 "reservations_expired",

@@ -8,7 +8,8 @@ use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::auth::Tokens;
-use crate::api::http::{AppState, ReadyCheck};
+use crate::api::http::{AppState, BaseState, ReadyCheck};
+use crate::api::reads::ReadState;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::intake::{self, IntakeSettings};
@@ -58,7 +59,7 @@ pub async fn connect_db(url: &str) -> anyhow::Result<deadpool_postgres::Pool> {
         match crate::db::migrate(&pool).await {
             Ok(()) => return Ok(pool),
             Err(e) if started.elapsed() < CONNECT_WAIT => {
-                tracing::info!(error = %e, "waiting for PostgreSQL");
+                tracing::info!(error = format!("{e:#}"), "waiting for PostgreSQL");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Err(e) => return Err(e).context("connecting to PostgreSQL"),
@@ -66,10 +67,11 @@ pub async fn connect_db(url: &str) -> anyhow::Result<deadpool_postgres::Pool> {
     }
 }
 
-/// A running command side, for tests and for `serve`.
+/// A running process, for tests and for `serve`.
 #[derive(Debug)]
 pub struct Running {
-    pub engine: Engine,
+    /// Set when the process runs the command role.
+    pub engine: Option<Engine>,
     pub http_addr: std::net::SocketAddr,
     shutdown: CancellationToken,
     tasks: tokio::task::JoinSet<anyhow::Result<()>>,
@@ -98,8 +100,23 @@ impl Running {
     }
 }
 
-/// Starts the command role: engine, HTTP, NATS service, usage intake, maintenance.
+/// Starts the command role only.
 pub async fn start_command(config: &Config) -> anyhow::Result<Running> {
+    start(config, Role::Command).await
+}
+
+/// Starts the roles asked for; every process also serves the read API,
+/// health, readiness and metrics on `http_addr`.
+pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
+    let runs_command = matches!(role, Role::Command | Role::All);
+    let runs_projections = matches!(role, Role::Projections | Role::All);
+    anyhow::ensure!(
+        role != Role::Gateway,
+        "role gateway is not part of this build yet; run --role command, projections or all"
+    );
+    if role == Role::All {
+        tracing::info!("--role all runs the command side and projections (no gateway yet)");
+    }
     let client = connect_nats(&config.nats_url).await?;
     let settings = StreamSettings {
         name: config.stream_name.clone(),
@@ -108,17 +125,77 @@ pub async fn start_command(config: &Config) -> anyhow::Result<Running> {
     };
     let store = EventStore::open(client.clone(), settings).await?;
     let pool = connect_db(&config.database_url).await?;
+    ledger_projections::db::migrate(&pool).await?;
     let metrics = Arc::new(Metrics::default());
-    let engine = Engine::new(
-        store,
-        pool.clone(),
-        config.catalog()?,
-        config.limits.clone(),
-        metrics,
-    );
+    let tokens = Tokens::from_config(config);
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
+    let mut routers = Vec::new();
 
+    let engine = if runs_command {
+        let engine = Engine::new(
+            store.clone(),
+            pool.clone(),
+            config.catalog()?,
+            config.limits.clone(),
+            metrics.clone(),
+        );
+        routers.push(crate::api::http::command_router(AppState {
+            engine: engine.clone(),
+            tokens: tokens.clone(),
+        }));
+        let serving =
+            crate::api::nats::start(client.clone(), engine.clone(), &config.subject_prefix).await?;
+        let token = shutdown.clone();
+        tasks.spawn(async move { serving.run(token.cancelled_owned()).await });
+
+        let intake_settings = IntakeSettings {
+            stream: config.usage_stream_name.clone(),
+            dead_stream: format!("{}_DEAD", config.usage_stream_name),
+            prefix: config.subject_prefix.clone(),
+            duplicate_window: Duration::from_secs(120),
+            ack_pending_max: config.limits.usage_ack_pending_max,
+        };
+        let token = shutdown.clone();
+        let e = engine.clone();
+        tasks.spawn(async move { intake::run(e, intake_settings, token.cancelled_owned()).await });
+
+        let token = shutdown.clone();
+        let e = engine.clone();
+        let sweep = Duration::from_millis(config.reservation_sweep_interval_ms);
+        let retention = Duration::from_secs(config.idempotency_retention_s);
+        tasks.spawn(async move {
+            e.run_maintenance(sweep, retention, token.cancelled_owned())
+                .await;
+            Ok(())
+        });
+        Some(engine)
+    } else {
+        None
+    };
+
+    if runs_projections {
+        let board = ledger_projections::projector::StatusBoard::default();
+        for projection in ledger_projections::projector::Projection::ALL {
+            let projector = ledger_projections::projector::Projector {
+                projection,
+                database_url: config.database_url.clone(),
+                stream: store.stream().clone(),
+                status: board.clone(),
+            };
+            let token = shutdown.clone();
+            tasks.spawn(async move { projector.run(token).await });
+        }
+    }
+
+    let catalog = config.catalog()?;
+    routers.push(crate::api::reads::router(ReadState {
+        pool: pool.clone(),
+        stream: store.stream().clone(),
+        tokens: tokens.clone(),
+        services: catalog.services().map(|s| s.to_string()).collect(),
+        history_page_size_max: config.limits.history_page_size_max,
+    }));
     let ready: ReadyCheck = {
         let client = client.clone();
         let pool = pool.clone();
@@ -138,54 +215,93 @@ pub async fn start_command(config: &Config) -> anyhow::Result<Running> {
             .boxed()
         })
     };
-    let state = AppState {
-        engine: engine.clone(),
-        tokens: Tokens::from_config(config),
-        ready,
+    let refresh: ReadyCheck = {
+        let pool = pool.clone();
+        let stream = store.stream().clone();
+        let metrics = metrics.clone();
+        Arc::new(move || {
+            let (pool, stream, metrics) = (pool.clone(), stream.clone(), metrics.clone());
+            async move {
+                let list = crate::api::reads::projection_status(&pool, &stream)
+                    .await
+                    .map_err(|e| format!("{:?}", e.0))?;
+                for p in list {
+                    let labels = crate::metrics::ProjectionLabels {
+                        projection: p["projection"].as_str().unwrap_or_default().to_owned(),
+                    };
+                    metrics
+                        .projection_lag
+                        .get_or_create(&labels)
+                        .set(p["lag"].as_i64().unwrap_or_default());
+                }
+                Ok(())
+            }
+            .boxed()
+        })
     };
+    routers.push(crate::api::http::base_router(BaseState {
+        ready,
+        metrics,
+        refresh: Some(refresh),
+    }));
+
     let listener = tokio::net::TcpListener::bind(&config.http_addr)
         .await
         .with_context(|| format!("binding HTTP to {}", config.http_addr))?;
     let http_addr = listener.local_addr()?;
-    let router = crate::api::http::router(state);
+    let app = crate::api::http::app(routers, config.limits.request_body_bytes_max);
     let token = shutdown.clone();
     tasks.spawn(async move {
-        axum::serve(listener, router)
+        axum::serve(listener, app)
             .with_graceful_shutdown(token.cancelled_owned())
             .await
             .context("HTTP server")
     });
 
-    let serving = crate::api::nats::start(client, engine.clone(), &config.subject_prefix).await?;
-    let token = shutdown.clone();
-    tasks.spawn(async move { serving.run(token.cancelled_owned()).await });
-
-    let intake_settings = IntakeSettings {
-        stream: config.usage_stream_name.clone(),
-        dead_stream: format!("{}_DEAD", config.usage_stream_name),
-        prefix: config.subject_prefix.clone(),
-        duplicate_window: Duration::from_secs(120),
-        ack_pending_max: config.limits.usage_ack_pending_max,
-    };
-    let token = shutdown.clone();
-    let e = engine.clone();
-    tasks.spawn(async move { intake::run(e, intake_settings, token.cancelled_owned()).await });
-
-    let token = shutdown.clone();
-    let e = engine.clone();
-    let sweep = Duration::from_millis(config.reservation_sweep_interval_ms);
-    let retention = Duration::from_secs(config.idempotency_retention_s);
-    tasks.spawn(async move {
-        e.run_maintenance(sweep, retention, token.cancelled_owned())
-            .await;
-        Ok(())
-    });
-
-    tracing::info!(%http_addr, "command side running");
+    tracing::info!(%http_addr, ?role, "ledger running");
     Ok(Running {
         engine,
         http_addr,
         shutdown,
         tasks,
     })
+}
+
+/// `ledger projections rebuild`: one projection, or all of them.
+pub async fn rebuild(config: &Config, projection: Option<&str>) -> anyhow::Result<()> {
+    use ledger_projections::projector::Projection;
+    let chosen: Vec<Projection> =
+        match projection {
+            Some(name) => vec![Projection::parse(name).with_context(|| {
+                format!("no projection '{name}'; there are accounts and topups")
+            })?],
+            None => Projection::ALL.to_vec(),
+        };
+    let client = connect_nats(&config.nats_url).await?;
+    let settings = StreamSettings {
+        name: config.stream_name.clone(),
+        prefix: format!("{}.events", config.subject_prefix),
+        ..StreamSettings::default()
+    };
+    let store = EventStore::open(client, settings).await?;
+    let pool = connect_db(&config.database_url).await?;
+    ledger_projections::db::migrate(&pool).await?;
+    for p in chosen {
+        let report = ledger_projections::rebuild::rebuild(
+            &config.database_url,
+            store.stream(),
+            p,
+            |done, head| tracing::info!(projection = p.name(), done, head, "rebuilding"),
+        )
+        .await?;
+        println!(
+            "rebuilt {}: {} events up to stream seq {} in {:.2}s ({:.0} events/s)",
+            report.projection,
+            report.events,
+            report.position,
+            report.seconds,
+            report.events as f64 / report.seconds.max(1e-9)
+        );
+    }
+    Ok(())
 }

@@ -1,6 +1,5 @@
 //! HTTP endpoints of the command side (JSON, `Authorization: Bearer <token>`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -10,8 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ledger_schemas::{AccountId, BalanceReply, Bucket, ErrorBody, ErrorCode, SignedCredits};
-use rust_decimal::Decimal;
+use ledger_schemas::{AccountId, ErrorBody, ErrorCode};
 use serde_json::{Value, json};
 
 use super::auth::{Action, Principal, Tokens};
@@ -26,12 +24,26 @@ pub type ReadyCheck =
 pub struct AppState {
     pub engine: Engine,
     pub tokens: Tokens,
-    pub ready: ReadyCheck,
 }
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+/// What every process serves: liveness, readiness, metrics.
+#[derive(Clone)]
+pub struct BaseState {
+    pub ready: ReadyCheck,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Called before `/metrics` is encoded, to refresh gauges read elsewhere.
+    pub refresh: Option<ReadyCheck>,
+}
+
+impl std::fmt::Debug for BaseState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BaseState").finish_non_exhaustive()
     }
 }
 
@@ -208,56 +220,6 @@ async fn consume(
     execute(&state, &principal, name, action, &body, StatusCode::OK).await
 }
 
-/// The contract's balances view, from a balance reply.
-pub fn balances_view(b: &BalanceReply, services: impl Iterator<Item = Bucket>) -> Value {
-    let general = b
-        .balances
-        .get(&Bucket::general())
-        .map(|c| c.get())
-        .unwrap_or_default();
-    let mut svc = BTreeMap::new();
-    for bucket in services.filter(|b| !b.is_general()) {
-        let own = b.balances.get(&bucket).map(|c| c.get()).unwrap_or_default();
-        let spendable = (own.max(Decimal::ZERO) + general.max(Decimal::ZERO)).max(Decimal::ZERO);
-        let in_debt = b.balances.values().any(|c| c.is_negative());
-        let reserved = bucket
-            .service()
-            .and_then(|s| b.reserved.get(&s).copied())
-            .unwrap_or_default();
-        svc.insert(
-            bucket.to_string(),
-            json!({
-                "spendable": if in_debt { "0".to_owned() } else {
-                    SignedCredits::new(spendable).map(|c| c.to_string()).unwrap_or_default()
-                },
-                "reserved": reserved.to_string(),
-            }),
-        );
-    }
-    json!({
-        "account_id": b.account_id,
-        "buckets": b.balances,
-        "services": svc,
-        "as_of_seq": b.last_seq,
-    })
-}
-
-async fn balances(
-    State(state): State<AppState>,
-    Path(account): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let principal = authenticate(&state.tokens, &headers)?;
-    let account = path_account(&account)?;
-    principal.check(Action::ReadAccount, Some(&account))?;
-    let b = state
-        .engine
-        .balance(&account)
-        .await
-        .map_err(|e| ApiError(Box::new(e)))?;
-    Ok(Json(balances_view(&b, state.engine.catalog().buckets())).into_response())
-}
-
 /// `POST /v1/commands/{name}`: every NATS command over HTTP, same body and
 /// reply, authorised by the token's role (and accounts, for console tokens).
 async fn command(
@@ -300,7 +262,7 @@ async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
+async fn readyz(State(state): State<BaseState>) -> Response {
     match (state.ready)().await {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
         Err(e) => ApiError(Box::new(ErrorBody::new(
@@ -311,33 +273,50 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<BaseState>) -> Response {
+    if let Some(refresh) = &state.refresh {
+        if let Err(e) = refresh().await {
+            tracing::debug!(error = %e, "metrics refresh failed");
+        }
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.engine.metrics().encode(),
+        state.metrics.encode(),
     )
         .into_response()
 }
 
-async fn not_found() -> ApiError {
+pub async fn not_found() -> ApiError {
     ApiError(Box::new(ErrorBody::new(
         ErrorCode::InvalidRequest,
         "No such endpoint.",
     )))
 }
 
-/// The command side's routes.
-pub fn router(state: AppState) -> Router {
-    let body_max = state.engine.limits().request_body_bytes_max;
+/// The command routes.
+pub fn command_router(state: AppState) -> Router {
     Router::new()
         .route("/v1/accounts", post(open_account))
-        .route("/v1/accounts/{id}/balances", get(balances))
         .route("/v1/accounts/{id}/consumptions", post(consume))
         .route("/v1/commands/{name}", post(command))
+        .with_state(state)
+}
+
+/// Liveness, readiness and metrics.
+pub fn base_router(state: BaseState) -> Router {
+    Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Every route of the process, with the contract's errors for unknown paths
+/// and oversized bodies.
+pub fn app(parts: Vec<Router>, body_max: usize) -> Router {
+    parts
+        .into_iter()
+        .fold(Router::new(), Router::merge)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_max))
-        .with_state(state)
 }

@@ -5,5 +5,6 @@ mod commands;
 mod faults;
 mod inputs;
 mod intake;
+mod projections;
 mod store;
 mod support;

@@ -20,16 +20,30 @@ pub struct Servers {
 impl Servers {
     pub async fn start() -> Self {
         let (nats, pg) = tokio::join!(NatsServer::start(), Postgres::start());
-        Servers {
+        let servers = Servers {
             nats: nats.expect("nats-server starts"),
             pg: pg.expect("postgres starts"),
+        };
+        // Like a real deployment (and deploy/local): an unprivileged role
+        // named `ledger` owning database `ledger`.
+        let (admin, conn) =
+            tokio_postgres::connect(&servers.pg.connection_string(), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        for statement in [
+            "CREATE ROLE ledger LOGIN",
+            "CREATE DATABASE ledger OWNER ledger",
+        ] {
+            admin.batch_execute(statement).await.unwrap();
         }
+        servers
     }
 
     pub fn config(&self) -> Config {
         let mut c = Config {
             nats_url: self.nats.url(),
-            database_url: self.pg.url(),
+            database_url: format!("postgres://ledger@127.0.0.1:{}/ledger", self.pg.port()),
             http_addr: "127.0.0.1:0".into(),
             admin_token: Some(Secret::new(ADMIN)),
             reservation_sweep_interval_ms: 100,

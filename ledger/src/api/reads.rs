@@ -1,0 +1,204 @@
+//! The query API over the read models (HTTP, same auth as the commands):
+//! balances, credit history, top-up status, and where each projector is.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use deadpool_postgres::Pool;
+use ledger_projections::query::{self, HistoryFilter, QueryError};
+use ledger_schemas::{AccountId, ErrorBody, ErrorCode, Id, Timestamp};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::{Action, Tokens};
+use super::http::{ApiError, authenticate};
+
+#[derive(Clone)]
+pub struct ReadState {
+    pub pool: Pool,
+    pub stream: async_nats::jetstream::stream::Stream,
+    pub tokens: Tokens,
+    /// Service names, for the per-service balance view.
+    pub services: Vec<String>,
+    pub history_page_size_max: u32,
+}
+
+impl std::fmt::Debug for ReadState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadState").finish_non_exhaustive()
+    }
+}
+
+fn invalid(field: &'static str, rule: impl Into<String>) -> ApiError {
+    let rule = rule.into();
+    ApiError(Box::new(
+        ErrorBody::new(
+            ErrorCode::InvalidRequest,
+            format!("'{field}' is invalid: {rule}."),
+        )
+        .with_detail("field", field)
+        .with_detail("rule", rule),
+    ))
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    ApiError(Box::new(ErrorBody::new(
+        ErrorCode::Unavailable,
+        format!("The read models are unavailable: {e}."),
+    )))
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::Invalid { field, rule } => invalid(field, rule),
+            QueryError::Db(d) => unavailable(d),
+        }
+    }
+}
+
+fn account(raw: &str) -> Result<AccountId, ApiError> {
+    AccountId::parse(raw).map_err(|e| invalid("account_id", e.rule))
+}
+
+async fn balances(
+    State(s): State<ReadState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let principal = authenticate(&s.tokens, &headers)?;
+    let account = account(&id)?;
+    principal.check(Action::ReadAccount, Some(&account))?;
+    let client = s.pool.get().await.map_err(unavailable)?;
+    match query::balances(&**client, account.as_str(), &s.services).await? {
+        Some(b) => Ok(Json(b).into_response()),
+        None => Err(ApiError(Box::new(ErrorBody::new(
+            ErrorCode::UnknownAccount,
+            "The account is not known (or not yet projected).",
+        )))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct HistoryParams {
+    service: Option<String>,
+    kind: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+async fn history(
+    State(s): State<ReadState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let principal = authenticate(&s.tokens, &headers)?;
+    let account = account(&id)?;
+    principal.check(Action::ReadAccount, Some(&account))?;
+    let Query(p) = params.map_err(|e| invalid("query", e.body_text()))?;
+    let time = |field: &'static str, v: &Option<String>| {
+        v.as_deref()
+            .map(|t| {
+                Timestamp::parse(t)
+                    .map(|t| t.datetime())
+                    .map_err(|e| invalid(field, e.rule))
+            })
+            .transpose()
+    };
+    let filter = HistoryFilter {
+        service: p.service,
+        kind: p.kind,
+        from: time("from", &p.from)?,
+        to: time("to", &p.to)?,
+    };
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=s.history_page_size_max).contains(&limit) {
+        return Err(invalid(
+            "limit",
+            format!(
+                "must be from 1 to {} (history_page_size_max)",
+                s.history_page_size_max
+            ),
+        ));
+    }
+    let client = s.pool.get().await.map_err(unavailable)?;
+    let page = query::history(
+        &**client,
+        account.as_str(),
+        filter,
+        limit,
+        p.cursor.as_deref(),
+    )
+    .await?;
+    Ok(Json(page).into_response())
+}
+
+async fn topup(
+    State(s): State<ReadState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let principal = authenticate(&s.tokens, &headers)?;
+    let id = Id::parse(&id).map_err(|e| invalid("topup_id", e.rule))?;
+    let client = s.pool.get().await.map_err(unavailable)?;
+    let Some(t) = query::topup(&**client, id.uuid()).await? else {
+        return Err(ApiError(Box::new(
+            ErrorBody::new(ErrorCode::InvalidRequest, "No such top-up.")
+                .with_detail("field", "topup_id"),
+        )));
+    };
+    let owner = t["account_id"]
+        .as_str()
+        .and_then(|a| AccountId::parse(a).ok());
+    principal.check(Action::ReadAccount, owner.as_ref())?;
+    Ok(Json(t).into_response())
+}
+
+/// Each projector's checkpoint, the stream head, and the lag between them.
+pub async fn projection_status(
+    pool: &Pool,
+    stream: &async_nats::jetstream::stream::Stream,
+) -> Result<Vec<serde_json::Value>, ApiError> {
+    let client = pool.get().await.map_err(unavailable)?;
+    let checkpoints = query::checkpoints(&**client).await?;
+    let head = stream
+        .clone()
+        .info()
+        .await
+        .map_err(unavailable)?
+        .state
+        .last_sequence;
+    Ok(ledger_projections::projector::Projection::ALL
+        .iter()
+        .map(|p| {
+            let (seq, at) = checkpoints
+                .iter()
+                .find(|(n, _, _)| n == p.name())
+                .map(|(_, s, t)| (*s as u64, Some(Timestamp::from_datetime(*t))))
+                .unwrap_or((0, None));
+            json!({"projection": p.name(), "checkpoint": seq, "stream_head": head,
+                   "lag": head.saturating_sub(seq), "updated_at": at})
+        })
+        .collect())
+}
+
+async fn projections(State(s): State<ReadState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let principal = authenticate(&s.tokens, &headers)?;
+    principal.check(Action::ReadOps, None)?;
+    let list = projection_status(&s.pool, &s.stream).await?;
+    Ok(Json(json!({"projections": list})).into_response())
+}
+
+pub fn router(state: ReadState) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/accounts/{id}/balances", get(balances))
+        .route("/v1/accounts/{id}/history", get(history))
+        .route("/v1/topups/{id}", get(topup))
+        .route("/v1/ops/projections", get(projections))
+        .with_state(state)
+}

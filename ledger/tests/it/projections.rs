@@ -1,0 +1,473 @@
+//! Read models against the log: equal to a fold of it, unchanged by crashes,
+//! rebuilt without readers noticing, and paged exactly once.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ledger::serve::{Role, start};
+use ledger_projections::projector::{Projection, Projector};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::*;
+
+fn dec(s: &str) -> Decimal {
+    Decimal::from_str(s).unwrap()
+}
+
+async fn pg(url: &str) -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c
+}
+
+fn db_url(servers: &Servers, db: &str) -> String {
+    format!("postgres://ledger@127.0.0.1:{}/{db}", servers.pg.port())
+}
+
+/// Waits until every projector of `db` has applied the whole stream.
+async fn wait_projected(servers: &Servers, db: &str) {
+    let client = servers.client().await;
+    let head = stream_head(&client).await;
+    let c = pg(&db_url(servers, db)).await;
+    for _ in 0..600 {
+        let rows = c
+            .query("SELECT stream_seq FROM ledger.projection_checkpoints", &[])
+            .await
+            .unwrap_or_default();
+        if rows.len() == Projection::ALL.len()
+            && rows.iter().all(|r| r.get::<_, i64>(0) as u64 >= head)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the projectors of {db} did not reach stream seq {head}");
+}
+
+async fn stream_head(client: &async_nats::Client) -> u64 {
+    let js = async_nats::jetstream::new(client.clone());
+    let mut s = js.get_stream("LEDGER").await.unwrap();
+    s.info().await.unwrap().state.last_sequence
+}
+
+/// Every read-model row of `db`, as text, in a fixed order.
+async fn dump(servers: &Servers, db: &str) -> Vec<String> {
+    let c = pg(&db_url(servers, db)).await;
+    let mut out = Vec::new();
+    for (table, order) in [
+        ("service_balances", "account_id, bucket"),
+        ("credit_history", "stream_seq, line"),
+        ("usage_daily", "account_id, service, day"),
+        ("topups", "topup_id"),
+    ] {
+        let rows = c
+            .query(
+                &format!("SELECT t::text FROM ledger.{table} t ORDER BY {order}"),
+                &[],
+            )
+            .await
+            .unwrap();
+        out.extend(
+            rows.iter()
+                .map(|r| format!("{table} {}", r.get::<_, String>(0))),
+        );
+    }
+    out
+}
+
+async fn twin(servers: &Servers, name: &str) {
+    let admin = pg(&servers.pg.connection_string()).await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name} OWNER ledger"))
+        .await
+        .unwrap();
+    let pool = ledger_projections::db::pool(&db_url(servers, name)).unwrap();
+    ledger_projections::db::migrate(&pool).await.unwrap();
+}
+
+/// Runs every projector into `db` until it has applied the whole stream.
+async fn project_fully(servers: &Servers, db: &str) {
+    let client = servers.client().await;
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("LEDGER").await.unwrap();
+    let token = CancellationToken::new();
+    let mut tasks = Vec::new();
+    for projection in Projection::ALL {
+        let p = Projector {
+            projection,
+            database_url: db_url(servers, db),
+            stream: stream.clone(),
+            status: Default::default(),
+        };
+        tasks.push(tokio::spawn(p.run(token.clone())));
+    }
+    wait_projected(servers, db).await;
+    token.cancel();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+}
+
+/// A deterministic mix of every command over `accounts` accounts.
+async fn mixed_load(client: &async_nats::Client, accounts: usize, rounds: usize, tag: &str) {
+    let mut tasks = Vec::new();
+    for a in 0..accounts {
+        let client = client.clone();
+        let tag = tag.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let account = format!("{tag}{a}");
+            funded(&client, &account, "50").await;
+            let mut open_reservation: Option<String> = None;
+            for i in 0..rounds {
+                let key = format!("{account}-{i}");
+                let (name, body) = match (i + a) % 7 {
+                    0 | 1 => ("consume", json!({"idempotency_key": key, "account_id": account,
+                        "service": if i % 2 == 0 { "sms" } else { "email" }, "quantity": 1 + i % 5})),
+                    2 => ("consume", json!({"idempotency_key": key, "account_id": account,
+                        "service": "sms", "quantity": 1, "credits": format!("{}.25", i % 4)})),
+                    3 => ("transfer", json!({"idempotency_key": key, "account_id": account,
+                        "from_bucket": "general", "to_bucket": "sms", "credits": "0.5"})),
+                    4 => match open_reservation.take() {
+                        Some(id) if i % 2 == 0 => ("capture", json!({"idempotency_key": key,
+                            "account_id": account, "reservation_id": id, "credits": "0.4"})),
+                        Some(id) => ("release", json!({"idempotency_key": key,
+                            "account_id": account, "reservation_id": id})),
+                        None => ("reserve", json!({"idempotency_key": key, "account_id": account,
+                            "service": "email", "credits": "1.5", "expires_in_s": 600})),
+                    },
+                    5 => ("adjust", json!({"idempotency_key": key, "account_id": account,
+                        "bucket": "email", "delta": if i % 3 == 0 { "-0.1" } else { "0.3" },
+                        "reason": "test"})),
+                    _ => ("grant", json!({"idempotency_key": key, "account_id": account,
+                        "bucket": "general", "credits": "2", "source": "promotion"})),
+                };
+                let r = cmd(&client, name, body).await;
+                if let Some(id) = r["reservation_id"].as_str() {
+                    open_reservation = Some(id.to_owned());
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_models_equal_a_fold_of_the_log() {
+    let servers = Servers::start().await;
+    let running = start(&servers.config(), Role::All).await.unwrap();
+    let client = servers.client().await;
+    mixed_load(&client, 12, 30, "fold").await;
+    wait_projected(&servers, "ledger").await;
+
+    let c = pg(&db_url(&servers, "ledger")).await;
+    for a in 0..12 {
+        let account = format!("fold{a}");
+        let log = log_of(&client, &account).await;
+        let folded = replayed(&client, &account).await;
+        let rows = c
+            .query(
+                "SELECT bucket, balance, reserved FROM ledger.service_balances WHERE account_id = $1",
+                &[&account],
+            )
+            .await
+            .unwrap();
+        let model: BTreeMap<String, (Decimal, Decimal)> = rows
+            .iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2))))
+            .collect();
+        let reserved = folded.reserved();
+        for (bucket, balance) in folded.balances() {
+            let (b, res) = model.get(bucket.as_str()).copied().unwrap_or_default();
+            assert_eq!(b, balance.get(), "{account} {bucket} balance");
+            let want = bucket
+                .service()
+                .and_then(|s| reserved.get(&s).copied())
+                .unwrap_or_default();
+            assert_eq!(res, want.get(), "{account} {bucket} reserved");
+        }
+        // One history row per customer side of every posting, in log order,
+        // each bucket's last balance_after equal to its balance.
+        let sides: usize = log
+            .iter()
+            .flat_map(|e| &e.postings)
+            .map(|p| {
+                [&p.debit, &p.credit]
+                    .iter()
+                    .filter(|s| s.to_string().starts_with("customer:"))
+                    .count()
+            })
+            .sum();
+        let history = c
+            .query(
+                "SELECT bucket, balance_after FROM ledger.credit_history WHERE account_id = $1 \
+                 ORDER BY stream_seq, line",
+                &[&account],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            history.len(),
+            sides,
+            "{account}: one row per bucket movement"
+        );
+        let mut last: BTreeMap<String, Decimal> = BTreeMap::new();
+        for r in &history {
+            last.insert(r.get(0), r.get(1));
+        }
+        for (bucket, after) in last {
+            assert_eq!(
+                after, model[&bucket].0,
+                "{account} {bucket}: last balance_after"
+            );
+        }
+        // Daily usage adds up to the consumptions.
+        let (mut quantity, mut credits) = (0i64, Decimal::ZERO);
+        for e in &log {
+            let v = serde_json::to_value(e).unwrap();
+            if v["type"] == "credits_consumed" {
+                quantity += v["data"]["quantity"].as_i64().unwrap();
+                credits += dec(v["data"]["credits"].as_str().unwrap());
+            }
+            if v["type"] == "reservation_captured" {
+                credits += dec(v["data"]["credits"].as_str().unwrap());
+            }
+        }
+        let usage = c
+            .query_one(
+                "SELECT coalesce(sum(quantity), 0)::int8, coalesce(sum(credits), 0) \
+                 FROM ledger.usage_daily WHERE account_id = $1",
+                &[&account],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (usage.get::<_, i64>(0), usage.get::<_, Decimal>(1)),
+            (quantity, credits)
+        );
+    }
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_killed_at_random_points_ends_like_an_uninterrupted_one() {
+    let servers = Servers::start().await;
+    let running = servers.ledger().await; // command side only
+    let client = servers.client().await;
+    mixed_load(&client, 10, 60, "kill").await;
+    running.stop().await.unwrap();
+
+    twin(&servers, "calm").await;
+    project_fully(&servers, "calm").await;
+
+    twin(&servers, "crashy").await;
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = js.get_stream("LEDGER").await.unwrap();
+    let head = stream_head(&client).await;
+    let c = pg(&db_url(&servers, "crashy")).await;
+    let mut kills = 0;
+    for round in 0..200u64 {
+        let token = CancellationToken::new();
+        let tasks: Vec<_> = Projection::ALL
+            .into_iter()
+            .map(|projection| {
+                let p = Projector {
+                    projection,
+                    database_url: db_url(&servers, "crashy"),
+                    stream: stream.clone(),
+                    status: Default::default(),
+                };
+                tokio::spawn(p.run(token.clone()))
+            })
+            .collect();
+        // A pseudo-random moment, anywhere in a batch: abort the tasks, which
+        // drops their connections mid-transaction.
+        tokio::time::sleep(Duration::from_millis(3 + (round * 7919) % 23)).await;
+        for t in tasks {
+            t.abort();
+        }
+        kills += 1;
+        let done = c
+            .query("SELECT stream_seq FROM ledger.projection_checkpoints", &[])
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.get::<_, i64>(0) as u64 >= head)
+            .count();
+        if done == Projection::ALL.len() {
+            break;
+        }
+    }
+    assert!(
+        kills > 3,
+        "the projectors were interrupted several times ({kills})"
+    );
+    project_fully(&servers, "crashy").await;
+    let (calm, crashy) = (dump(&servers, "calm").await, dump(&servers, "crashy").await);
+    assert!(calm.len() > 500, "a real amount of rows ({})", calm.len());
+    assert_eq!(calm, crashy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_under_load_swaps_in_identical_tables_unnoticed() {
+    let servers = Servers::start().await;
+    let running = start(&servers.config(), Role::All).await.unwrap();
+    let client = servers.client().await;
+    mixed_load(&client, 6, 20, "pre").await;
+    wait_projected(&servers, "ledger").await;
+
+    // Commands keep coming, and a reader keeps reading, during the rebuild.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (client, stop) = (client.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let r = cmd(
+                    &client,
+                    "consume",
+                    json!({"idempotency_key": format!("during-{i}"),
+                    "account_id": "pre0", "service": "sms", "quantity": 1, "credits": "0.01"}),
+                )
+                .await;
+                assert!(
+                    code(&r).is_none() || code(&r) == Some("insufficient_credits"),
+                    "{r}"
+                );
+                i += 1;
+            }
+        })
+    };
+    let reader = {
+        let stop = stop.clone();
+        let base = format!("http://{}", running.http_addr);
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut reads = 0;
+            while !stop.load(Ordering::Relaxed) {
+                for path in [
+                    "/v1/accounts/pre1/balances",
+                    "/v1/accounts/pre1/history?limit=5",
+                ] {
+                    let resp = http
+                        .get(format!("{base}{path}"))
+                        .bearer_auth(ADMIN)
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = resp.status();
+                    let body: Value = resp.json().await.unwrap();
+                    assert!(
+                        status.is_success(),
+                        "a read failed during the rebuild: {status} {body}"
+                    );
+                    reads += 1;
+                }
+            }
+            reads
+        })
+    };
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = js.get_stream("LEDGER").await.unwrap();
+    for projection in Projection::ALL {
+        ledger_projections::rebuild::rebuild(
+            &db_url(&servers, "ledger"),
+            &stream,
+            projection,
+            |_, _| {},
+        )
+        .await
+        .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    let reads = reader.await.unwrap();
+    assert!(reads > 0);
+    wait_projected(&servers, "ledger").await;
+
+    twin(&servers, "fresh").await;
+    project_fully(&servers, "fresh").await;
+    assert_eq!(
+        dump(&servers, "ledger").await,
+        dump(&servers, "fresh").await
+    );
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_pages_return_every_row_once_newest_first_with_filters_kept() {
+    let servers = Servers::start().await;
+    let running = start(&servers.config(), Role::All).await.unwrap();
+    let client = servers.client().await;
+    funded(&client, "pages", "100").await;
+    for i in 0..40 {
+        let service = if i % 3 == 0 { "email" } else { "sms" };
+        let r = cmd(
+            &client,
+            "consume",
+            json!({"idempotency_key": format!("p{i}"),
+            "account_id": "pages", "service": service, "quantity": 1, "credits": "0.5"}),
+        )
+        .await;
+        assert!(code(&r).is_none(), "{r}");
+    }
+    wait_projected(&servers, "ledger").await;
+    let http = reqwest::Client::new();
+    let get = |q: String| {
+        let http = http.clone();
+        let url = format!("http://{}/v1/accounts/pages/history{q}", running.http_addr);
+        async move {
+            let resp = http.get(url).bearer_auth(ADMIN).send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let mut seen: Vec<(i64, i64)> = Vec::new();
+    let mut query = "?service=sms&kind=credits_consumed&limit=7".to_owned();
+    loop {
+        let (status, page) = get(query.clone()).await;
+        assert_eq!(status, 200, "{page}");
+        for item in page["items"].as_array().unwrap() {
+            assert_eq!(item["service"], "sms", "the filter holds on every page");
+            seen.push((
+                item["stream_seq"].as_i64().unwrap(),
+                item["line"].as_i64().unwrap(),
+            ));
+        }
+        match page["next_cursor"].as_str() {
+            // Later pages name only the cursor: the filters travel inside it.
+            Some(c) => query = format!("?limit=7&cursor={c}"),
+            None => break,
+        }
+    }
+    let expected = (0..40).filter(|i| i % 3 != 0).count();
+    assert_eq!(seen.len(), expected, "every sms row once");
+    let mut sorted = seen.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    sorted.dedup();
+    assert_eq!(seen, sorted, "newest first, no repeats");
+
+    let (_, first) = get("?service=sms&limit=3".into()).await;
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let (status, body) = get(format!("?service=email&cursor={cursor}")).await;
+    assert_eq!(
+        (status, code(&body)),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+    let (status, body) = get("?limit=0".into()).await;
+    assert_eq!(
+        (status, code(&body)),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+    running.stop().await.unwrap();
+}

@@ -1,0 +1,369 @@
+//! The projector runtime.
+//!
+//! Each projector reads stream `LEDGER` with an ordered consumer from its
+//! checkpoint + 1 and applies events in batches, each in one PostgreSQL
+//! transaction that also advances its checkpoint: a crash anywhere leaves the
+//! tables as of the last committed batch, and the next run resumes after it.
+//! One instance per projector is active, holding a session advisory lock on
+//! its own connection; others wait and take over when it dies. An event the
+//! projector cannot fold (unknown type or schema version) stops it with the
+//! event named; PostgreSQL or NATS down makes it wait and resume.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::stream::Stream;
+use futures::StreamExt;
+use ledger_schemas::EventEnvelope;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{self, Tables};
+use crate::fold::{self, AccountsFold, FoldError, TopupsFold};
+
+/// The projectors, one per group of read models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Projection {
+    /// `service_balances`, `credit_history`, `usage_daily`.
+    Accounts,
+    /// `topups`.
+    Topups,
+}
+
+impl Projection {
+    pub const ALL: [Projection; 2] = [Projection::Accounts, Projection::Topups];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Projection::Accounts => "accounts",
+            Projection::Topups => "topups",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Projection> {
+        Self::ALL.into_iter().find(|p| p.name() == s)
+    }
+
+    /// The key of its advisory lock (one per projector, fixed).
+    fn lock_key(self) -> i64 {
+        match self {
+            Projection::Accounts => 0x4c45_4447_0000_0001,
+            Projection::Topups => 0x4c45_4447_0000_0002,
+        }
+    }
+
+    /// The tables it owns (short names in schema `ledger`).
+    pub fn tables(self) -> &'static [&'static str] {
+        match self {
+            Projection::Accounts => &["service_balances", "credit_history", "usage_daily"],
+            Projection::Topups => &["topups"],
+        }
+    }
+}
+
+/// A projection's folding state: rows cached across batches (the projector
+/// is their only writer), and the current batch's changes.
+#[derive(Debug)]
+pub enum State {
+    Accounts(AccountsFold),
+    Topups(TopupsFold),
+}
+
+/// Cached rows kept at most; past it the cache starts over from the tables.
+pub const CACHE_ROWS_MAX: usize = 500_000;
+
+impl State {
+    pub fn new(p: Projection) -> Self {
+        match p {
+            Projection::Accounts => State::Accounts(AccountsFold::default()),
+            Projection::Topups => State::Topups(TopupsFold::default()),
+        }
+    }
+
+    /// Folds `events` and writes them to `tables` through `c` (a transaction).
+    pub async fn apply(
+        &mut self,
+        c: &tokio_postgres::Transaction<'_>,
+        tables: &Tables,
+        events: &[(u64, EventEnvelope)],
+    ) -> Result<(), ApplyError> {
+        match self {
+            State::Accounts(f) => {
+                if f.balances.len() > CACHE_ROWS_MAX {
+                    f.balances.clear();
+                }
+                f.dirty.clear();
+                f.history.clear();
+                f.usage.clear();
+                let mut keys = Vec::new();
+                for (_, e) in events {
+                    fold::balance_keys(e, &mut keys);
+                }
+                keys.sort();
+                keys.dedup();
+                keys.retain(|k| !f.balances.contains_key(k));
+                if !keys.is_empty() {
+                    f.balances
+                        .extend(db::load_balances(c, tables, &keys).await?);
+                }
+                for (seq, e) in events {
+                    f.apply(*seq, e)?;
+                }
+                db::write_accounts(c, tables, f).await?;
+            }
+            State::Topups(f) => {
+                if f.rows.len() > CACHE_ROWS_MAX {
+                    f.rows.clear();
+                }
+                f.dirty.clear();
+                let mut ids: Vec<uuid::Uuid> = events
+                    .iter()
+                    .filter_map(|(_, e)| fold::topup_of(e))
+                    .filter(|id| !f.rows.contains_key(id))
+                    .collect();
+                ids.sort();
+                ids.dedup();
+                if !ids.is_empty() {
+                    f.rows.extend(db::load_topups(c, tables, &ids).await?);
+                }
+                for (seq, e) in events {
+                    f.apply(*seq, e)?;
+                }
+                db::write_topups(c, tables, f).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Fold(#[from] FoldError),
+    #[error("PostgreSQL: {0}")]
+    Db(#[from] tokio_postgres::Error),
+}
+
+/// What the projector reports of itself, for operations.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Status {
+    pub active: bool,
+    pub checkpoint: u64,
+    pub events_applied: u64,
+    pub batches: u64,
+    pub last_batch_ms: f64,
+    pub stopped: Option<String>,
+}
+
+pub type StatusBoard = Arc<Mutex<HashMap<&'static str, Status>>>;
+
+/// Events applied in one transaction at most.
+pub const BATCH_EVENTS_MAX: usize = 2000;
+/// How long a started batch waits for more events before it is applied.
+const GATHER_WAIT: Duration = Duration::from_millis(2);
+/// Back-off after a passing failure.
+const RETRY_WAIT: Duration = Duration::from_millis(500);
+
+#[derive(Debug)]
+enum Stop {
+    /// An event cannot be folded: stop, do not skip.
+    Fatal(anyhow::Error),
+    /// PostgreSQL or NATS failed: wait and resume.
+    Passing(anyhow::Error),
+}
+
+impl From<tokio_postgres::Error> for Stop {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Stop::Passing(e.into())
+    }
+}
+
+impl From<ApplyError> for Stop {
+    fn from(e: ApplyError) -> Self {
+        match e {
+            ApplyError::Fold(f) => Stop::Fatal(f.into()),
+            ApplyError::Db(d) => Stop::Passing(d.into()),
+        }
+    }
+}
+
+/// One projector.
+#[derive(Debug, Clone)]
+pub struct Projector {
+    pub projection: Projection,
+    /// A connection string for the leader's own connection.
+    pub database_url: String,
+    pub stream: Stream,
+    pub status: StatusBoard,
+}
+
+impl Projector {
+    fn report(&self, f: impl FnOnce(&mut Status)) {
+        let mut board = self.status.lock().expect("status board");
+        f(board.entry(self.projection.name()).or_default());
+    }
+
+    /// Runs until `shutdown`, or until an event cannot be folded (an error).
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        loop {
+            match self.lead(&shutdown).await {
+                Ok(()) => return Ok(()),
+                Err(Stop::Fatal(e)) => {
+                    let message = format!("projector {} stopped: {e}", self.projection.name());
+                    tracing::error!("{message}");
+                    self.report(|s| {
+                        s.active = false;
+                        s.stopped = Some(message.clone());
+                    });
+                    return Err(anyhow::anyhow!(message));
+                }
+                Err(Stop::Passing(e)) => {
+                    tracing::warn!(projector = self.projection.name(), error = %e,
+                        "projector interrupted; resuming");
+                    self.report(|s| s.active = false);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(RETRY_WAIT) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn lead(&self, shutdown: &CancellationToken) -> Result<(), Stop> {
+        let (mut client, conn) =
+            tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls).await?;
+        // The connection (and with it the advisory lock) lives as long as this run.
+        let conn_task = tokio::spawn(conn);
+        let _closer = AbortOnDrop(conn_task);
+        loop {
+            let locked: bool = client
+                .query_one(
+                    "SELECT pg_try_advisory_lock($1)",
+                    &[&self.projection.lock_key()],
+                )
+                .await?
+                .get(0);
+            if locked {
+                break;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        let name = self.projection.name();
+        let tables = Tables::live();
+        db::ensure_checkpoint(&client, name).await?;
+        let mut position = db::checkpoint_for_update(&client, name).await? as u64;
+        let mut state = State::new(self.projection);
+        self.report(|s| {
+            s.active = true;
+            s.checkpoint = position;
+            s.stopped = None;
+        });
+        let mut messages = self.open(position).await?;
+        loop {
+            let batch = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                b = gather(&mut messages) => b?,
+            };
+            let started = Instant::now();
+            let tx = client.transaction().await?;
+            let checkpoint = db::checkpoint_for_update(&tx, name).await? as u64;
+            if checkpoint != position {
+                // Moved by someone else (a rebuild's swap): start over from there.
+                tx.rollback().await?;
+                position = checkpoint;
+                state = State::new(self.projection);
+                messages = self.open(position).await?;
+                continue;
+            }
+            let events: Vec<(u64, EventEnvelope)> = batch
+                .into_iter()
+                .filter(|(seq, _)| *seq > position)
+                .map(|(seq, payload)| fold::decode(seq, &payload).map(|e| (seq, e)))
+                .collect::<Result<_, _>>()
+                .map_err(|e| Stop::Fatal(e.into()))?;
+            let Some(&(last, _)) = events.last() else {
+                tx.rollback().await?;
+                continue;
+            };
+            if let Err(e) = state.apply(&tx, &tables, &events).await {
+                // The cache may hold half a batch; it goes with this run.
+                let _ = tx.rollback().await;
+                return Err(e.into());
+            }
+            db::set_checkpoint(&tx, name, last as i64).await?;
+            tx.commit().await?;
+            position = last;
+            let n = events.len() as u64;
+            self.report(|s| {
+                s.checkpoint = position;
+                s.events_applied += n;
+                s.batches += 1;
+                s.last_batch_ms = started.elapsed().as_secs_f64() * 1000.0;
+            });
+        }
+    }
+
+    async fn open(&self, position: u64) -> Result<pull::Ordered, Stop> {
+        let consumer = self
+            .stream
+            .create_consumer(pull::OrderedConfig {
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: position + 1,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Stop::Passing(e.into()))?;
+        consumer
+            .messages()
+            .await
+            .map_err(|e| Stop::Passing(e.into()))
+    }
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Waits for the next event, then takes what else is already there, up to
+/// [`BATCH_EVENTS_MAX`]: a batch as large as the backlog, never waiting long.
+async fn gather(messages: &mut pull::Ordered) -> Result<Vec<(u64, bytes::Bytes)>, Stop> {
+    let mut batch = Vec::new();
+    let first = messages
+        .next()
+        .await
+        .ok_or_else(|| Stop::Passing(anyhow::anyhow!("the event stream ended")))?
+        .map_err(|e| Stop::Passing(e.into()))?;
+    let mut more = push(&mut batch, first)?;
+    while more && batch.len() < BATCH_EVENTS_MAX {
+        match tokio::time::timeout(GATHER_WAIT, messages.next()).await {
+            Ok(Some(Ok(m))) => more = push(&mut batch, m)?,
+            Ok(Some(Err(e))) => return Err(Stop::Passing(e.into())),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    Ok(batch)
+}
+
+/// Adds a message; returns whether more are pending on the stream.
+fn push(
+    batch: &mut Vec<(u64, bytes::Bytes)>,
+    m: async_nats::jetstream::Message,
+) -> Result<bool, Stop> {
+    let info = m
+        .info()
+        .map_err(|e| Stop::Passing(anyhow::anyhow!("{e}")))?;
+    let seq = info.stream_sequence;
+    let pending = info.pending;
+    batch.push((seq, m.payload.clone()));
+    Ok(pending > 0)
+}

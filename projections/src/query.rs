@@ -1,0 +1,282 @@
+//! Reads for dashboards and the console: balances, history, top-ups, and
+//! where each projector is.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio_postgres::GenericClient;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("{field}: {rule}")]
+    Invalid { field: &'static str, rule: String },
+    #[error("PostgreSQL: {0}")]
+    Db(#[from] tokio_postgres::Error),
+}
+
+/// The contract's balances view.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Balances {
+    pub account_id: String,
+    pub buckets: BTreeMap<String, Decimal>,
+    pub services: BTreeMap<String, ServiceView>,
+    /// The projector checkpoint the view reflects: a caller whose write landed
+    /// at stream sequence S sees it once `as_of_seq >= S`.
+    pub as_of_seq: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceView {
+    /// The service bucket plus `general` (zero while any bucket is in debt).
+    pub spendable: Decimal,
+    pub reserved: Decimal,
+}
+
+async fn checkpoint(c: &impl GenericClient, projection: &str) -> Result<i64, QueryError> {
+    Ok(c.query_opt(
+        "SELECT stream_seq FROM ledger.projection_checkpoints WHERE projection = $1",
+        &[&projection],
+    )
+    .await?
+    .map(|r| r.get(0))
+    .unwrap_or(0))
+}
+
+/// The balances of `account` (every service in `services` shown), or `None`
+/// when the read model has never seen the account.
+pub async fn balances(
+    c: &impl GenericClient,
+    account: &str,
+    services: &[String],
+) -> Result<Option<Balances>, QueryError> {
+    let rows = c
+        .query(
+            "SELECT bucket, balance, reserved FROM ledger.service_balances WHERE account_id = $1",
+            &[&account],
+        )
+        .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let as_of_seq = checkpoint(c, "accounts").await?;
+    let mut buckets: BTreeMap<String, Decimal> = std::iter::once("general".to_owned())
+        .chain(services.iter().cloned())
+        .map(|b| (b, Decimal::ZERO))
+        .collect();
+    let mut reserved: BTreeMap<String, Decimal> = BTreeMap::new();
+    for r in &rows {
+        let bucket: String = r.get(0);
+        let balance: Decimal = r.get(1);
+        reserved.insert(bucket.clone(), r.get(2));
+        buckets.insert(bucket, balance.normalize());
+    }
+    let in_debt = buckets
+        .values()
+        .any(|b| b.is_sign_negative() && !b.is_zero());
+    let general = buckets["general"].max(Decimal::ZERO);
+    let services = services
+        .iter()
+        .map(|s| {
+            let own = buckets
+                .get(s)
+                .copied()
+                .unwrap_or_default()
+                .max(Decimal::ZERO);
+            let spendable = if in_debt {
+                Decimal::ZERO
+            } else {
+                own + general
+            };
+            let view = ServiceView {
+                spendable: spendable.normalize(),
+                reserved: reserved.get(s).copied().unwrap_or_default().normalize(),
+            };
+            (s.clone(), view)
+        })
+        .collect();
+    Ok(Some(Balances {
+        account_id: account.to_owned(),
+        buckets,
+        services,
+        as_of_seq,
+    }))
+}
+
+/// History filters; a cursor carries them, so every page has the same ones.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HistoryFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<DateTime<Utc>>,
+}
+
+impl HistoryFilter {
+    pub fn is_empty(&self) -> bool {
+        *self == HistoryFilter::default()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Cursor {
+    seq: i64,
+    line: i16,
+    filter: HistoryFilter,
+}
+
+fn encode_cursor(c: &Cursor) -> String {
+    hex::encode(serde_json::to_vec(c).expect("cursors serialise"))
+}
+
+fn decode_cursor(s: &str) -> Result<Cursor, QueryError> {
+    let invalid = || QueryError::Invalid {
+        field: "cursor",
+        rule: "must be a next_cursor returned by this endpoint".into(),
+    };
+    let bytes = hex::decode(s).map_err(|_| invalid())?;
+    serde_json::from_slice(&bytes).map_err(|_| invalid())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryPage {
+    pub items: Vec<Value>,
+    pub next_cursor: Option<String>,
+}
+
+/// One page of `account`'s history, newest first (keyset on stream order).
+pub async fn history(
+    c: &impl GenericClient,
+    account: &str,
+    filter: HistoryFilter,
+    limit: u32,
+    cursor: Option<&str>,
+) -> Result<HistoryPage, QueryError> {
+    let (filter, after) = match cursor {
+        Some(raw) => {
+            let cur = decode_cursor(raw)?;
+            if !filter.is_empty() && filter != cur.filter {
+                return Err(QueryError::Invalid {
+                    field: "cursor",
+                    rule: "the filters must stay those of the first page".into(),
+                });
+            }
+            (cur.filter, Some((cur.seq, cur.line)))
+        }
+        None => (filter, None),
+    };
+    let (after_seq, after_line) = (after.map(|a| a.0), after.map(|a| a.1));
+    let fetch = i64::from(limit) + 1;
+    let rows = c
+        .query(
+            "SELECT stream_seq, line, event_id, occurred_at, kind, service, bucket, credits_delta, \
+             balance_after, reference, topup_id, details FROM ledger.credit_history \
+             WHERE account_id = $1 \
+               AND ($2::text IS NULL OR service = $2) \
+               AND ($3::text IS NULL OR kind = $3) \
+               AND ($4::timestamptz IS NULL OR occurred_at >= $4) \
+               AND ($5::timestamptz IS NULL OR occurred_at < $5) \
+               AND ($6::int8 IS NULL OR (stream_seq, line) < ($6, $7::int2)) \
+             ORDER BY stream_seq DESC, line DESC LIMIT $8",
+            &[
+                &account,
+                &filter.service,
+                &filter.kind,
+                &filter.from,
+                &filter.to,
+                &after_seq,
+                &after_line,
+                &fetch,
+            ],
+        )
+        .await?;
+    let more = rows.len() as i64 > i64::from(limit);
+    let mut items = Vec::with_capacity(rows.len());
+    let mut last = None;
+    for r in rows.iter().take(limit as usize) {
+        let seq: i64 = r.get(0);
+        let line: i16 = r.get(1);
+        last = Some((seq, line));
+        let delta: Decimal = r.get(7);
+        let after: Decimal = r.get(8);
+        let occurred: DateTime<Utc> = r.get(3);
+        items.push(json!({
+            "stream_seq": seq,
+            "line": line,
+            "event_id": r.get::<_, uuid::Uuid>(2),
+            "occurred_at": ledger_schemas::Timestamp::from_datetime(occurred),
+            "kind": r.get::<_, String>(4),
+            "service": r.get::<_, Option<String>>(5),
+            "bucket": r.get::<_, String>(6),
+            "credits_delta": delta.normalize().to_string(),
+            "balance_after": after.normalize().to_string(),
+            "reference": r.get::<_, Option<String>>(9),
+            "topup_id": r.get::<_, Option<uuid::Uuid>>(10),
+            "details": r.get::<_, Option<Value>>(11),
+        }));
+    }
+    let next_cursor = match (more, last) {
+        (true, Some((seq, line))) => Some(encode_cursor(&Cursor { seq, line, filter })),
+        _ => None,
+    };
+    Ok(HistoryPage { items, next_cursor })
+}
+
+/// A top-up's status, as the console shows it.
+pub async fn topup(
+    c: &impl GenericClient,
+    topup_id: uuid::Uuid,
+) -> Result<Option<Value>, QueryError> {
+    let row = c
+        .query_opt(
+            "SELECT topup_id, account_id, status, bucket, amount_usd, amount_inr_paise, fx_rate, \
+             credits, order_id, payment_id, method, created_at, updated_at \
+             FROM ledger.topups WHERE topup_id = $1",
+            &[&topup_id],
+        )
+        .await?;
+    Ok(row.map(|r| {
+        let dec = |i: usize| {
+            r.get::<_, Option<Decimal>>(i)
+                .map(|d| d.normalize().to_string())
+        };
+        let t = |i: usize| ledger_schemas::Timestamp::from_datetime(r.get::<_, DateTime<Utc>>(i));
+        json!({
+            "topup_id": r.get::<_, uuid::Uuid>(0),
+            "account_id": r.get::<_, String>(1),
+            "status": r.get::<_, String>(2),
+            "bucket": r.get::<_, Option<String>>(3),
+            "amount_usd": dec(4),
+            "amount_inr_paise": r.get::<_, Option<i64>>(5),
+            "fx_rate": dec(6),
+            "credits": dec(7),
+            "order_id": r.get::<_, Option<String>>(8),
+            "transaction_id": r.get::<_, Option<String>>(9),
+            "method": r.get::<_, Option<String>>(10),
+            "created_at": t(11),
+            "updated_at": t(12),
+        })
+    }))
+}
+
+/// Each projector's checkpoint (from PostgreSQL, whichever process runs it).
+pub async fn checkpoints(
+    c: &impl GenericClient,
+) -> Result<Vec<(String, i64, DateTime<Utc>)>, QueryError> {
+    let rows = c
+        .query(
+            "SELECT projection, stream_seq, updated_at FROM ledger.projection_checkpoints ORDER BY projection",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}

@@ -1,0 +1,203 @@
+//! Rebuilding a projection from the whole log.
+//!
+//! The log is replayed into shadow tables (`<table>_rebuild`) with the same
+//! fold and writer as the live projector, history by binary COPY, while the
+//! live tables keep serving reads and the live projector keeps running. Then
+//! one transaction takes the checkpoint row and an exclusive lock on the live
+//! tables, catches the shadows up to the live checkpoint, and swaps them in
+//! by renaming: readers see the old tables or the new ones, never a
+//! half-built one. The live projector finds its checkpoint moved and resumes
+//! from the new position.
+
+use std::time::Instant;
+
+use anyhow::Context as _;
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::stream::Stream;
+use futures::StreamExt;
+use ledger_schemas::EventEnvelope;
+
+use crate::db::{self, Tables};
+use crate::fold;
+use crate::projector::{Projection, State};
+
+/// Events folded per shadow transaction during a rebuild.
+pub const REBUILD_BATCH_EVENTS_MAX: usize = 20_000;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub projection: &'static str,
+    pub events: u64,
+    pub position: u64,
+    pub seconds: f64,
+}
+
+/// Rebuilds `projection`; `progress(done, head)` is called as it goes.
+pub async fn rebuild(
+    database_url: &str,
+    stream: &Stream,
+    projection: Projection,
+    mut progress: impl FnMut(u64, u64),
+) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let (mut client, conn) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
+        .await
+        .context("connecting to PostgreSQL")?;
+    let conn_task = tokio::spawn(conn);
+    let name = projection.name();
+    let shadow = Tables::shadow();
+    for t in projection.tables() {
+        client
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS ledger.{t}_rebuild; \
+                 CREATE TABLE ledger.{t}_rebuild (LIKE ledger.{t} INCLUDING ALL);"
+            ))
+            .await?;
+    }
+    let head = stream.clone().info().await?.state.last_sequence;
+    let mut state = State::new(projection);
+    let mut position = 0;
+    let mut events = 0u64;
+    if head > 0 {
+        events += fold_range(
+            &mut client,
+            stream,
+            &mut state,
+            &shadow,
+            0,
+            head,
+            &mut progress,
+        )
+        .await?;
+        position = head;
+    }
+
+    // The swap, with the live projector held off by the checkpoint row.
+    let tx = client.transaction().await?;
+    db::ensure_checkpoint(&tx, name).await?;
+    let live_checkpoint = db::checkpoint_for_update(&tx, name).await? as u64;
+    let live = projection
+        .tables()
+        .iter()
+        .map(|t| format!("ledger.{t}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    tx.batch_execute(&format!("LOCK TABLE {live} IN ACCESS EXCLUSIVE MODE"))
+        .await?;
+    if live_checkpoint > position {
+        events += fold_range(
+            &mut InTransaction(&tx),
+            stream,
+            &mut state,
+            &shadow,
+            position,
+            live_checkpoint,
+            &mut progress,
+        )
+        .await?;
+        position = live_checkpoint;
+    }
+    for t in projection.tables() {
+        tx.batch_execute(&format!(
+            "ALTER TABLE ledger.{t} RENAME TO {t}_replaced; \
+             ALTER TABLE ledger.{t}_rebuild RENAME TO {t}; \
+             DROP TABLE ledger.{t}_replaced;"
+        ))
+        .await?;
+    }
+    db::set_checkpoint(&tx, name, position as i64).await?;
+    tx.commit().await?;
+    conn_task.abort();
+    Ok(Report {
+        projection: name,
+        events,
+        position,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Folds events `after + 1 ..= until` into `tables`, in transactions of
+/// [`REBUILD_BATCH_EVENTS_MAX`] (or all inside the caller's transaction).
+async fn fold_range(
+    c: &mut impl Transactional,
+    stream: &Stream,
+    state: &mut State,
+    tables: &Tables,
+    after: u64,
+    until: u64,
+    progress: &mut impl FnMut(u64, u64),
+) -> anyhow::Result<u64> {
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: after + 1,
+            },
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let mut batch: Vec<(u64, EventEnvelope)> = Vec::with_capacity(REBUILD_BATCH_EVENTS_MAX);
+    let mut done = 0u64;
+    let mut seq = after;
+    while seq < until {
+        let m = messages
+            .next()
+            .await
+            .context("the event stream ended during the rebuild")??;
+        seq = m
+            .info()
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .stream_sequence;
+        if seq > until {
+            break;
+        }
+        batch.push((seq, fold::decode(seq, &m.payload)?));
+        if batch.len() >= REBUILD_BATCH_EVENTS_MAX || seq >= until {
+            c.apply(state, tables, &batch).await?;
+            done += batch.len() as u64;
+            batch.clear();
+            progress(seq, until);
+        }
+    }
+    Ok(done)
+}
+
+/// A client that can fold a batch: a plain client (a transaction per batch)
+/// or an open transaction (everything inside it).
+trait Transactional {
+    async fn apply(
+        &mut self,
+        state: &mut State,
+        tables: &Tables,
+        batch: &[(u64, EventEnvelope)],
+    ) -> anyhow::Result<()>;
+}
+
+impl Transactional for tokio_postgres::Client {
+    async fn apply(
+        &mut self,
+        state: &mut State,
+        tables: &Tables,
+        batch: &[(u64, EventEnvelope)],
+    ) -> anyhow::Result<()> {
+        let tx = self.transaction().await?;
+        state.apply(&tx, tables, batch).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Folding inside a transaction the caller holds open.
+struct InTransaction<'a, 'b>(&'a tokio_postgres::Transaction<'b>);
+
+impl Transactional for InTransaction<'_, '_> {
+    async fn apply(
+        &mut self,
+        state: &mut State,
+        tables: &Tables,
+        batch: &[(u64, EventEnvelope)],
+    ) -> anyhow::Result<()> {
+        state.apply(self.0, tables, batch).await?;
+        Ok(())
+    }
+}
