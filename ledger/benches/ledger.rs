@@ -277,6 +277,129 @@ async fn intake(client: &async_nats::Client, accounts: &[String], n: usize) -> f
     n as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Reads the whole stream with an ordered consumer; events/s.
+async fn ordered_replay(stream: &async_nats::jetstream::stream::Stream) -> (u64, f64) {
+    use async_nats::jetstream::consumer::pull;
+    let head = stream.clone().info().await.unwrap().state.last_sequence;
+    let started = Instant::now();
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig::default())
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut n = 0u64;
+    while let Some(m) = messages.next().await {
+        let m = m.unwrap();
+        n += 1;
+        if m.info().unwrap().stream_sequence >= head {
+            break;
+        }
+    }
+    (n, n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Binary COPY of `rows` credit_history-shaped rows into a scratch table; rows/s.
+async fn copy_rows(database_url: &str, rows: usize) -> f64 {
+    use ledger_projections::fold::HistoryRow;
+    let (mut client, conn) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS ledger; DROP TABLE IF EXISTS ledger.credit_history_copybench; \
+             CREATE TABLE ledger.credit_history_copybench (LIKE ledger.credit_history INCLUDING ALL)",
+        )
+        .await
+        .unwrap();
+    let now = chrono::Utc::now();
+    let batch: Vec<HistoryRow> = (0..rows)
+        .map(|i| HistoryRow {
+            stream_seq: i as i64,
+            line: 0,
+            event_id: uuid::Uuid::now_v7(),
+            account_id: format!("acct{}", i % 10_000),
+            occurred_at: now,
+            kind: "credits_consumed",
+            service: Some("sms".into()),
+            bucket: "general".into(),
+            credits_delta: rust_decimal::Decimal::new(-75, 4),
+            balance_after: rust_decimal::Decimal::new(99_925, 4),
+            reference: Some(format!("msg-{i}")),
+            topup_id: None,
+            details: json!({"quantity": 1, "unit_price": "0.0075"}),
+        })
+        .collect();
+    let tables = ledger_projections::db::Tables {
+        history: "ledger.credit_history_copybench".into(),
+        ..ledger_projections::db::Tables::live()
+    };
+    let started = Instant::now();
+    let tx = client.transaction().await.unwrap();
+    ledger_projections::db::copy_history(&tx, &tables, &batch)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let rate = rows as f64 / started.elapsed().as_secs_f64();
+    client
+        .batch_execute("DROP TABLE ledger.credit_history_copybench")
+        .await
+        .unwrap();
+    rate
+}
+
+/// A fresh database's accounts projector catching up on the whole stream; events/s.
+async fn projector_catch_up(
+    admin_url: &str,
+    pg: &Postgres,
+    stream: &async_nats::jetstream::stream::Stream,
+    name: &str,
+) -> f64 {
+    use ledger_projections::projector::{Projection, Projector};
+    let (admin, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let url = pg.connection_string_for(name);
+    let pool = ledger_projections::db::pool(&url).unwrap();
+    ledger_projections::db::migrate(&pool).await.unwrap();
+    let head = stream.clone().info().await.unwrap().state.last_sequence as i64;
+    let token = tokio_util::sync::CancellationToken::new();
+    let started = Instant::now();
+    let task = tokio::spawn(
+        Projector {
+            projection: Projection::Accounts,
+            database_url: url.clone(),
+            stream: stream.clone(),
+            status: Default::default(),
+        }
+        .run(token.clone()),
+    );
+    let client = pool.get().await.unwrap();
+    loop {
+        let cp: Option<i64> = client
+            .query_opt(
+                "SELECT stream_seq FROM ledger.projection_checkpoints WHERE projection = 'accounts'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .map(|r| r.get(0));
+        if cp.unwrap_or(0) >= head {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rate = head as f64 / started.elapsed().as_secs_f64();
+    token.cancel();
+    task.await.unwrap().unwrap();
+    rate
+}
+
 async fn fund(client: &async_nats::Client, accounts: &[String]) {
     let sem = Arc::new(tokio::sync::Semaphore::new(256));
     let mut tasks = Vec::new();
@@ -393,6 +516,7 @@ async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Ro
         });
     }
     let rate = intake(&client, &accounts, a.commands).await;
+    let intake_rate = rate;
     rows.push(Row {
         mode: name,
         workload: format!("usage intake, {} accounts, pipelined", a.accounts),
@@ -403,7 +527,56 @@ async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Ro
         limit: Some(limit_name),
         ratio_to_limit: Some(rate / limit),
     });
+    let _ = intake_rate;
     running.stop().await.unwrap();
+
+    // The read side over the stream the workloads above wrote.
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = js.get_stream("LEDGER").await.unwrap();
+    let (events, replay) = ordered_replay(&stream).await;
+    let copy = copy_rows(&pg.connection_string_for("postgres"), 200_000).await;
+    let catch_up = projector_catch_up(
+        &pg.connection_string_for("postgres"),
+        &pg,
+        &stream,
+        &format!("catchup_{}", if sync_always { "sync" } else { "default" }),
+    )
+    .await;
+    let started = Instant::now();
+    let report = ledger_projections::rebuild::rebuild(
+        &pg.connection_string_for("postgres"),
+        &stream,
+        ledger_projections::projector::Projection::Accounts,
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    let rebuild = report.events as f64 / started.elapsed().as_secs_f64();
+    let slower = replay.min(copy);
+    let read_row = |workload: &str, ops: u64, per_s: f64, limit: Option<(&'static str, f64)>| Row {
+        mode: name,
+        workload: workload.into(),
+        ops: ops as usize,
+        per_s,
+        p50_ms: None,
+        p99_ms: None,
+        limit: limit.map(|l| l.0),
+        ratio_to_limit: limit.map(|l| per_s / l.1),
+    };
+    rows.push(read_row("ordered replay of LEDGER", events, replay, None));
+    rows.push(read_row("COPY credit_history rows", 200_000, copy, None));
+    rows.push(read_row(
+        "projector catch-up (accounts)",
+        events,
+        catch_up,
+        Some(("target 50000 events/s", 50_000.0)),
+    ));
+    rows.push(read_row(
+        "rebuild (accounts)",
+        report.events,
+        rebuild,
+        Some(("slower of replay and COPY", slower)),
+    ));
 }
 
 #[tokio::main]

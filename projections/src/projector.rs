@@ -280,15 +280,25 @@ impl Projector {
                 messages = self.open(position).await?;
                 continue;
             }
-            let events: Vec<(u64, EventEnvelope)> = batch
-                .into_iter()
-                .filter(|(seq, _)| *seq > position)
-                .map(|(seq, payload)| fold::decode(seq, &payload).map(|e| (seq, e)))
-                .collect::<Result<_, _>>()
-                .map_err(|e| Stop::Fatal(e.into()))?;
+            // Decode up to the first event this code cannot read: what comes
+            // before it is applied, then the projector stops on it.
+            let mut events: Vec<(u64, EventEnvelope)> = Vec::with_capacity(batch.len());
+            let mut unreadable = None;
+            for (seq, payload) in batch.into_iter().filter(|(seq, _)| *seq > position) {
+                match fold::decode(seq, &payload) {
+                    Ok(e) => events.push((seq, e)),
+                    Err(e) => {
+                        unreadable = Some(e);
+                        break;
+                    }
+                }
+            }
             let Some(&(last, _)) = events.last() else {
                 tx.rollback().await?;
-                continue;
+                match unreadable {
+                    Some(e) => return Err(Stop::Fatal(e.into())),
+                    None => continue,
+                }
             };
             if let Err(e) = state.apply(&tx, &tables, &events).await {
                 // The cache may hold half a batch; it goes with this run.
@@ -297,6 +307,10 @@ impl Projector {
             }
             db::set_checkpoint(&tx, name, last as i64).await?;
             tx.commit().await?;
+            if let Some(e) = unreadable {
+                self.report(|s| s.checkpoint = last);
+                return Err(Stop::Fatal(e.into()));
+            }
             position = last;
             let n = events.len() as u64;
             self.report(|s| {

@@ -471,3 +471,155 @@ async fn history_pages_return_every_row_once_newest_first_with_filters_kept() {
     );
     running.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_schema_version_stops_the_projector_with_the_event_named() {
+    let servers = Servers::start().await;
+    let running = servers.ledger().await;
+    let client = servers.client().await;
+    funded(&client, "ok", "1").await;
+    running.stop().await.unwrap();
+    // An event from a future version of the ledger.
+    let js = async_nats::jetstream::new(client.clone());
+    let future = json!({"event_id": "01900000-0000-7000-8000-000000000009", "type": "credits_granted",
+        "schema_version": 99, "account_id": "ok", "data": {}});
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Ledger-Chain", "00");
+    let ack = js
+        .publish_with_headers("ledger.events.acct.future", h, future.to_string().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    twin(&servers, "strict").await;
+    let stream = js.get_stream("LEDGER").await.unwrap();
+    let p = Projector {
+        projection: Projection::Accounts,
+        database_url: db_url(&servers, "strict"),
+        stream,
+        status: Default::default(),
+    };
+    let result = tokio::time::timeout(Duration::from_secs(20), p.run(CancellationToken::new()))
+        .await
+        .expect("the projector stops instead of waiting");
+    let message = result.unwrap_err().to_string();
+    assert!(
+        message.contains(&format!("stream seq {}", ack.sequence)),
+        "{message}"
+    );
+    assert!(message.contains("schema_version 99"), "{message}");
+    // Everything before it was applied; nothing after.
+    let c = pg(&db_url(&servers, "strict")).await;
+    let cp: i64 = c
+        .query_one(
+            "SELECT stream_seq FROM ledger.projection_checkpoints WHERE projection = 'accounts'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(cp as u64, ack.sequence - 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_and_outages_are_waited_out() {
+    let mut servers = Servers::start().await;
+    let running = servers.ledger().await;
+    let client = servers.client().await;
+    mixed_load(&client, 6, 30, "ha").await;
+    running.stop().await.unwrap();
+    twin(&servers, "calm").await;
+    project_fully(&servers, "calm").await;
+    twin(&servers, "ha").await;
+
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = js.get_stream("LEDGER").await.unwrap();
+    let spawn = |token: CancellationToken| {
+        let p = Projector {
+            projection: Projection::Accounts,
+            database_url: db_url(&servers, "ha"),
+            stream: stream.clone(),
+            status: Default::default(),
+        };
+        tokio::spawn(p.run(token))
+    };
+    let (first, second) = (CancellationToken::new(), CancellationToken::new());
+    let a = spawn(first.clone());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let b = spawn(second.clone());
+    // The active one dies; the standby must finish the work.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    a.abort();
+    // Both servers go away for a moment while it runs.
+    servers.pg.kill().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    servers.pg.start_again().await.unwrap();
+    servers.nats.restart().await.unwrap();
+    let topups = spawn_topups(&servers, db_url(&servers, "ha")).await;
+    wait_projected(&servers, "ha").await;
+    second.cancel();
+    b.await.unwrap().unwrap();
+    topups.cancel();
+    assert_eq!(dump(&servers, "calm").await, dump(&servers, "ha").await);
+}
+
+async fn spawn_topups(servers: &Servers, url: String) -> CancellationToken {
+    let client = servers.client().await;
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("LEDGER").await.unwrap();
+    let token = CancellationToken::new();
+    let p = Projector {
+        projection: Projection::Topups,
+        database_url: url,
+        stream,
+        status: Default::default(),
+    };
+    tokio::spawn(p.run(token.clone()));
+    token
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_see_each_projector_and_its_lag() {
+    let servers = Servers::start().await;
+    let running = start(&servers.config(), Role::All).await.unwrap();
+    let client = servers.client().await;
+    funded(&client, "ops", "3").await;
+    wait_projected(&servers, "ledger").await;
+    let base = format!("http://{}", running.http_addr);
+    let http = reqwest::Client::new();
+    let v: Value = http
+        .get(format!("{base}/v1/ops/projections"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let head = stream_head(&client).await;
+    let list = v["projections"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{v}");
+    for p in list {
+        assert_eq!(p["stream_head"].as_u64(), Some(head), "{p}");
+        assert_eq!(p["lag"].as_u64(), Some(0), "{p}");
+    }
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ledger_projection_lag_events{projection=\"accounts\"} 0"),
+        "{metrics}"
+    );
+    let denied = http
+        .get(format!("{base}/v1/ops/projections"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status().as_u16(), 401);
+    running.stop().await.unwrap();
+}
