@@ -334,6 +334,18 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configuration_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/ledger.example.toml");
+        let c = Config::load(Some(&path)).expect("the example is valid");
+        assert_eq!(c.tokens.len(), 2);
+        assert_eq!(c.tokens[1].accounts[0].as_str(), "acme");
+        assert!(
+            !c.to_printable().contains("replace-with"),
+            "tokens print hidden"
+        );
+    }
+
+    #[test]
     fn refuses_limits_past_the_server() {
         let mut c = Config::default();
         c.limits.batch_messages_max = 1001;
