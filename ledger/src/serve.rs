@@ -125,7 +125,6 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
     };
     let store = EventStore::open(client.clone(), settings).await?;
     let pool = connect_db(&config.database_url).await?;
-    ledger_projections::db::migrate(&pool).await?;
     let metrics = Arc::new(Metrics::default());
     let tokens = Tokens::from_config(config);
     let shutdown = CancellationToken::new();
@@ -284,8 +283,7 @@ pub async fn rebuild(config: &Config, projection: Option<&str>) -> anyhow::Resul
         ..StreamSettings::default()
     };
     let store = EventStore::open(client, settings).await?;
-    let pool = connect_db(&config.database_url).await?;
-    ledger_projections::db::migrate(&pool).await?;
+    connect_db(&config.database_url).await?;
     for p in chosen {
         let report = ledger_projections::rebuild::rebuild(
             &config.database_url,

@@ -38,7 +38,11 @@ pub fn pool(url: &str) -> anyhow::Result<Pool> {
 /// Applies the read models' migrations (versioned; safe to run again).
 pub async fn migrate(pool: &Pool) -> anyhow::Result<()> {
     let mut conn = pool.get().await?;
-    let client: &mut tokio_postgres::Client = &mut conn;
+    migrate_on(&mut conn).await
+}
+
+/// The same on a given connection (the caller may hold a lock on it).
+pub async fn migrate_on(client: &mut tokio_postgres::Client) -> anyhow::Result<()> {
     embedded::migrations::runner()
         // Schema-qualified, for the reason given in the command side's migrate.
         .set_migration_table_name("public.ledger_read_model_migrations")
