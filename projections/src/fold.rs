@@ -90,15 +90,20 @@ pub enum FoldError {
 
 /// Decodes one stored event, refusing versions this code does not know.
 pub fn decode(seq: u64, payload: &[u8]) -> Result<EventEnvelope, FoldError> {
-    // Check the version before the shape: a future version may have changed it.
-    let probe: Value = serde_json::from_slice(payload).map_err(|e| FoldError::Unreadable {
+    // Check the version before the shape: a future version may have changed
+    // it. Reading only this field skips the rest without building a value.
+    #[derive(serde::Deserialize)]
+    struct Version {
+        #[serde(default)]
+        schema_version: u32,
+    }
+    let unreadable = |e: serde_json::Error| FoldError::Unreadable {
         seq,
         reason: e.to_string(),
-    })?;
-    let version = probe
-        .get("schema_version")
-        .and_then(Value::as_u64)
-        .unwrap_or(0) as u32;
+    };
+    let version = serde_json::from_slice::<Version>(payload)
+        .map_err(unreadable)?
+        .schema_version;
     if !SCHEMA_VERSIONS.contains(&version) {
         return Err(FoldError::SchemaVersion {
             seq,
@@ -106,10 +111,7 @@ pub fn decode(seq: u64, payload: &[u8]) -> Result<EventEnvelope, FoldError> {
             known: SCHEMA_VERSIONS,
         });
     }
-    serde_json::from_value(probe).map_err(|e| FoldError::Unreadable {
-        seq,
-        reason: e.to_string(),
-    })
+    serde_json::from_slice(payload).map_err(unreadable)
 }
 
 /// The (account, bucket) rows an event's fold reads and writes.
