@@ -160,8 +160,6 @@ pub type StatusBoard = Arc<Mutex<HashMap<&'static str, Status>>>;
 
 /// Events applied in one transaction at most.
 pub const BATCH_EVENTS_MAX: usize = 2000;
-/// How long a started batch waits for more events before it is applied.
-const GATHER_WAIT: Duration = Duration::from_millis(2);
 /// Back-off after a passing failure.
 const RETRY_WAIT: Duration = Duration::from_millis(500);
 
@@ -263,11 +261,11 @@ impl Projector {
             s.checkpoint = position;
             s.stopped = None;
         });
-        let mut messages = self.open(position).await?;
+        let mut reader = self.open(position).await?;
         loop {
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                b = gather(&mut messages) => b?,
+                b = gather(&mut reader) => b?,
             };
             let started = Instant::now();
             let tx = client.transaction().await?;
@@ -277,7 +275,7 @@ impl Projector {
                 tx.rollback().await?;
                 position = checkpoint;
                 state = State::new(self.projection);
-                messages = self.open(position).await?;
+                reader = self.open(position).await?;
                 continue;
             }
             // Decode up to the first event this code cannot read: what comes
@@ -322,7 +320,8 @@ impl Projector {
         }
     }
 
-    async fn open(&self, position: u64) -> Result<pull::Ordered, Stop> {
+    /// Starts reading the stream after `position`, ahead of the batches.
+    async fn open(&self, position: u64) -> Result<Reader, Stop> {
         let consumer = self
             .stream
             .create_consumer(pull::OrderedConfig {
@@ -333,11 +332,35 @@ impl Projector {
             })
             .await
             .map_err(|e| Stop::Passing(e.into()))?;
-        consumer
+        let mut messages = consumer
             .messages()
             .await
-            .map_err(|e| Stop::Passing(e.into()))
+            .map_err(|e| Stop::Passing(e.into()))?;
+        // The next batch is read while the current one is applied.
+        let (tx, rx) = tokio::sync::mpsc::channel(BATCH_EVENTS_MAX * 2);
+        let task = tokio::spawn(async move {
+            while let Some(next) = messages.next().await {
+                let item = next.map_err(|e| e.to_string()).and_then(|m| {
+                    let seq = m.info().map_err(|e| e.to_string())?.stream_sequence;
+                    Ok((seq, m.payload.clone()))
+                });
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Reader {
+            rx,
+            _task: AbortOnDrop(task),
+        })
     }
+}
+
+/// Events read ahead from the stream, in order.
+struct Reader {
+    rx: tokio::sync::mpsc::Receiver<Result<(u64, bytes::Bytes), String>>,
+    _task: AbortOnDrop<()>,
 }
 
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
@@ -348,36 +371,17 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// Waits for the next event, then takes what else is already there, up to
-/// [`BATCH_EVENTS_MAX`]: a batch as large as the backlog, never waiting long.
-async fn gather(messages: &mut pull::Ordered) -> Result<Vec<(u64, bytes::Bytes)>, Stop> {
-    let mut batch = Vec::new();
-    let first = messages
-        .next()
-        .await
-        .ok_or_else(|| Stop::Passing(anyhow::anyhow!("the event stream ended")))?
-        .map_err(|e| Stop::Passing(e.into()))?;
-    let mut more = push(&mut batch, first)?;
-    while more && batch.len() < BATCH_EVENTS_MAX {
-        match tokio::time::timeout(GATHER_WAIT, messages.next()).await {
-            Ok(Some(Ok(m))) => more = push(&mut batch, m)?,
-            Ok(Some(Err(e))) => return Err(Stop::Passing(e.into())),
-            Ok(None) | Err(_) => break,
+/// Waits for the next event, then takes what else has been read already, up
+/// to [`BATCH_EVENTS_MAX`]: a batch as large as the backlog, never waiting.
+async fn gather(reader: &mut Reader) -> Result<Vec<(u64, bytes::Bytes)>, Stop> {
+    let ended = || Stop::Passing(anyhow::anyhow!("the event stream ended"));
+    let first = reader.rx.recv().await.ok_or_else(ended)?;
+    let mut batch = vec![first.map_err(|e| Stop::Passing(anyhow::anyhow!(e)))?];
+    while batch.len() < BATCH_EVENTS_MAX {
+        match reader.rx.try_recv() {
+            Ok(item) => batch.push(item.map_err(|e| Stop::Passing(anyhow::anyhow!(e)))?),
+            Err(_) => break,
         }
     }
     Ok(batch)
-}
-
-/// Adds a message; returns whether more are pending on the stream.
-fn push(
-    batch: &mut Vec<(u64, bytes::Bytes)>,
-    m: async_nats::jetstream::Message,
-) -> Result<bool, Stop> {
-    let info = m
-        .info()
-        .map_err(|e| Stop::Passing(anyhow::anyhow!("{e}")))?;
-    let seq = info.stream_sequence;
-    let pending = info.pending;
-    batch.push((seq, m.payload.clone()));
-    Ok(pending > 0)
 }
