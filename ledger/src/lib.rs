@@ -7,6 +7,7 @@
 //! `ledger` binary build on it.
 
 pub mod api;
+pub mod audit;
 pub mod config;
 pub mod db;
 pub mod demo;

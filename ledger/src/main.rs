@@ -27,6 +27,11 @@ enum Cmd {
         #[arg(long)]
         print_config: bool,
     },
+    /// Auditor tools: check the log, replay it as of a time, export it.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCmd,
+    },
     /// Read models: `ledger projections rebuild [--projection NAME]`.
     Projections {
         #[command(subcommand)]
@@ -44,6 +49,38 @@ enum Cmd {
 }
 
 #[derive(Debug, Subcommand)]
+enum AuditCmd {
+    /// Check every chain, each aggregate's sequence, that postings balance and
+    /// match the events, that usage never made a bucket negative, and that a
+    /// replay equals the read models. Exit status 1 on any finding.
+    Verify {
+        /// Check an export instead of the stream (no server needed).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Skip the comparison with the read models in PostgreSQL.
+        #[arg(long)]
+        no_read_models: bool,
+    },
+    /// Balances per bucket as of a time, from the log alone (JSON).
+    Replay {
+        #[arg(long)]
+        as_of: String,
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// The log with its headers and chain values, for offline checks.
+    Export {
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ledger::audit::Format,
+        #[arg(long, default_value_t = 1)]
+        from_seq: u64,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum ProjectionsCmd {
     /// Replay the whole log into shadow tables and swap them in, while the
     /// live tables keep serving reads.
@@ -55,29 +92,55 @@ enum ProjectionsCmd {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<std::process::ExitCode> {
+    let cli = Cli::parse();
+    // The service logs its work; the tools only what goes wrong.
+    let default_level = match cli.command {
+        Cmd::Serve { .. } | Cmd::Projections { .. } => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match cli.command {
         Cmd::Serve { role, print_config } => {
             let config = Config::load(cli.config.as_deref())?;
             if print_config {
                 print!("{}", config.to_printable());
-                return Ok(());
+                return Ok(std::process::ExitCode::SUCCESS);
             }
-            serve(config, role).await
+            serve(config, role)
+                .await
+                .map(|()| std::process::ExitCode::SUCCESS)
         }
-        Cmd::Demo { url, token } => ledger::demo::run(&url, &token).await,
+        Cmd::Demo { url, token } => ledger::demo::run(&url, &token)
+            .await
+            .map(|()| std::process::ExitCode::SUCCESS),
+        Cmd::Audit { command } => {
+            let config = Config::load(cli.config.as_deref())?;
+            audit(config, command).await
+        }
         Cmd::Projections {
             command: ProjectionsCmd::Rebuild { projection },
         } => {
             let config = Config::load(cli.config.as_deref())?;
-            ledger::serve::rebuild(&config, projection.as_deref()).await
+            ledger::serve::rebuild(&config, projection.as_deref())
+                .await
+                .map(|()| std::process::ExitCode::SUCCESS)
         }
     }
 }
@@ -93,6 +156,103 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
             tracing::info!("shutting down");
             token.cancel();
             running.stop().await
+        }
+    }
+}
+
+/// The stream, opened for reading only (an auditor's credentials suffice).
+async fn read_stream(config: &Config) -> anyhow::Result<async_nats::jetstream::stream::Stream> {
+    let client = ledger::serve::connect_nats(&config.nats_url).await?;
+    let js = async_nats::jetstream::new(client);
+    js.get_stream(&config.stream_name)
+        .await
+        .with_context(|| format!("opening stream {}", config.stream_name))
+}
+
+async fn audit(config: Config, command: AuditCmd) -> anyhow::Result<std::process::ExitCode> {
+    let prefix = format!("{}.events", config.subject_prefix);
+    match command {
+        AuditCmd::Verify {
+            file,
+            no_read_models,
+        } => {
+            let started = std::time::Instant::now();
+            let mut verifier = ledger::audit::Verifier::new(&prefix);
+            let mut checked_at = None;
+            match &file {
+                Some(path) => ledger::audit::read_export(path, |r| verifier.check(&r))?,
+                None => {
+                    if !no_read_models {
+                        let (at, rows) = ledger::audit::read_models(&config.database_url)
+                            .await
+                            .context("reading the read models (--no-read-models skips them)")?;
+                        verifier.compare_with(at, rows);
+                        checked_at = Some(at);
+                    }
+                    let stream = read_stream(&config).await?;
+                    ledger::audit::read_stream(&stream, 1, |r| verifier.check(&r)).await?;
+                }
+            }
+            verifier.finish();
+            let seconds = started.elapsed().as_secs_f64();
+            let summary = ledger::audit::Summary {
+                events: verifier.events,
+                aggregates: verifier.aggregates(),
+                seconds,
+                events_per_s: verifier.events as f64 / seconds.max(1e-9),
+                findings: verifier.findings_total,
+                read_models_checked_at: checked_at,
+            };
+            for f in &verifier.findings {
+                println!(
+                    "finding: stream seq {} on {}: {}: {}",
+                    f.seq, f.subject, f.rule, f.detail
+                );
+            }
+            println!(
+                "verified {} events in {} aggregates in {:.2}s ({:.0} events/s): {} finding(s){}",
+                summary.events,
+                summary.aggregates,
+                summary.seconds,
+                summary.events_per_s,
+                summary.findings,
+                match summary.read_models_checked_at {
+                    Some(at) => format!("; read models compared at stream seq {at}"),
+                    None => String::new(),
+                }
+            );
+            Ok(if summary.findings == 0 {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::from(1)
+            })
+        }
+        AuditCmd::Replay { as_of, account } => {
+            let as_of = ledger_schemas::Timestamp::parse(&as_of)?;
+            let account = account.map(ledger_schemas::AccountId::parse).transpose()?;
+            let stream = read_stream(&config).await?;
+            let v = ledger::audit::replay_as_of(&stream, &prefix, as_of, account.as_ref()).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        AuditCmd::Export {
+            format,
+            from_seq,
+            output,
+        } => {
+            let stream = read_stream(&config).await?;
+            let n = match output {
+                Some(path) => {
+                    let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
+                    ledger::audit::export(&stream, from_seq, format, &mut f).await?
+                }
+                None => {
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    ledger::audit::export(&stream, from_seq, format, &mut out).await?
+                }
+            };
+            eprintln!("exported {n} events");
+            Ok(std::process::ExitCode::SUCCESS)
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Integration tests of the command side against real servers started by
 //! `ledger-testkit` (one test binary for the crate).
 
+mod audit;
 mod commands;
 mod faults;
 mod inputs;
