@@ -563,7 +563,21 @@ async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Ro
         limit: limit.map(|l| l.0),
         ratio_to_limit: limit.map(|l| per_s / l.1),
     };
+    let started = Instant::now();
+    let mut verifier = ledger::audit::Verifier::new("ledger.events");
+    ledger::audit::read_stream(&stream, 1, |r| verifier.check(&r))
+        .await
+        .unwrap();
+    verifier.finish();
+    assert_eq!(verifier.findings_total, 0, "{:?}", verifier.findings);
+    let verify = verifier.events as f64 / started.elapsed().as_secs_f64();
     rows.push(read_row("ordered replay of LEDGER", events, replay, None));
+    rows.push(read_row(
+        "audit verify (chains, postings, replay)",
+        verifier.events,
+        verify,
+        Some(("ordered replay", replay)),
+    ));
     rows.push(read_row("COPY credit_history rows", 200_000, copy, None));
     rows.push(read_row(
         "projector catch-up (accounts)",

@@ -1,29 +1,12 @@
 //! PostgreSQL: the connection pool and the command side's migrations.
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use deadpool_postgres::Pool;
 
 mod embedded {
     refinery::embed_migrations!("migrations");
 }
 
-/// Connections the pool holds at most.
-pub const POOL_CONNECTIONS_MAX: usize = 16;
-
-/// A pool for `url` (a `postgres://` URL or a `key=value` string).
-pub fn pool(url: &str) -> anyhow::Result<Pool> {
-    let config: tokio_postgres::Config = url.parse()?;
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Ok(Pool::builder(manager)
-        .max_size(POOL_CONNECTIONS_MAX)
-        .build()?)
-}
+pub use ledger_projections::db::{POOL_CONNECTIONS_MAX, pool};
 
 /// The advisory lock that lets one process at a time migrate.
 const MIGRATION_LOCK: i64 = 0x4c45_4447_0000_00ff;

@@ -158,6 +158,25 @@ pub struct Status {
 
 pub type StatusBoard = Arc<Mutex<HashMap<&'static str, Status>>>;
 
+/// An ordered consumer's messages from stream seq `start` on, optionally
+/// only those of `subject` (the one way every reader of the log starts).
+pub async fn ordered_from(
+    stream: &Stream,
+    start: u64,
+    subject: Option<&str>,
+) -> Result<pull::Ordered, async_nats::Error> {
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: subject.unwrap_or_default().to_owned(),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: start.max(1),
+            },
+            ..Default::default()
+        })
+        .await?;
+    Ok(consumer.messages().await?)
+}
+
 /// Events applied in one transaction at most.
 pub const BATCH_EVENTS_MAX: usize = 2000;
 /// Back-off after a passing failure.
@@ -322,20 +341,9 @@ impl Projector {
 
     /// Starts reading the stream after `position`, ahead of the batches.
     async fn open(&self, position: u64) -> Result<Reader, Stop> {
-        let consumer = self
-            .stream
-            .create_consumer(pull::OrderedConfig {
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: position + 1,
-                },
-                ..Default::default()
-            })
+        let mut messages = ordered_from(&self.stream, position + 1, None)
             .await
-            .map_err(|e| Stop::Passing(e.into()))?;
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| Stop::Passing(e.into()))?;
+            .map_err(|e| Stop::Passing(anyhow::anyhow!(e)))?;
         // The next batch is read while the current one is applied.
         let (tx, rx) = tokio::sync::mpsc::channel(BATCH_EVENTS_MAX * 2);
         let task = tokio::spawn(async move {

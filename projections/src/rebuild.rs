@@ -12,7 +12,6 @@
 use std::time::Instant;
 
 use anyhow::Context as _;
-use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::stream::Stream;
 use futures::StreamExt;
 use ledger_schemas::EventEnvelope;
@@ -127,15 +126,9 @@ async fn fold_range(
     until: u64,
     progress: &mut impl FnMut(u64, u64),
 ) -> anyhow::Result<u64> {
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: after + 1,
-            },
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
+    let mut messages = crate::projector::ordered_from(stream, after + 1, None)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
     let mut batch: Vec<(u64, EventEnvelope)> = Vec::with_capacity(REBUILD_BATCH_EVENTS_MAX);
     let mut done = 0u64;
     let mut seq = after;

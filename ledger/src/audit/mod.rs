@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::stream::Stream;
 use futures::StreamExt;
 use ledger_schemas::*;
@@ -86,15 +85,9 @@ pub async fn read_stream(
     if head < from_seq.max(1) {
         return Ok(head);
     }
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: from_seq.max(1),
-            },
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
+    let mut messages = ledger_projections::projector::ordered_from(stream, from_seq, None)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
     let mut progress = Progress::new(head);
     while let Some(m) = messages.next().await {
         let m = m?;

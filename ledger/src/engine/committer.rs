@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use async_nats::Client;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::gather::Gather;
 use crate::metrics::Metrics;
 use crate::store::{AppendMessage, Appended, StoreError, batch};
 
@@ -74,22 +75,15 @@ struct Slots {
 }
 
 async fn run(
-    mut rx: mpsc::Receiver<Append>,
+    rx: mpsc::Receiver<Append>,
     client: Client,
     batch_messages_max: usize,
     slots: Slots,
     timeout: Duration,
     metrics: Arc<Metrics>,
 ) {
-    let mut carried: Option<Append> = None;
-    loop {
-        let first = match carried.take() {
-            Some(a) => a,
-            None => match rx.recv().await {
-                Some(a) => a,
-                None => return,
-            },
-        };
+    let mut queue = Gather::new(rx);
+    while let Some(first) = queue.first().await {
         // Wait for a slot before gathering: while all slots are busy, more
         // appends queue up and the next batch is fuller. A lone single event
         // needs no batch, and takes a cheaper slot when not grouping.
@@ -103,21 +97,7 @@ async fn run(
             Ok(p) => p,
             Err(_) => return,
         };
-        let mut size = first.messages.len();
-        let mut group = vec![first];
-        while size < batch_messages_max {
-            match rx.try_recv() {
-                Ok(a) if size + a.messages.len() <= batch_messages_max => {
-                    size += a.messages.len();
-                    group.push(a);
-                }
-                Ok(a) => {
-                    carried = Some(a);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
+        let group = queue.fill(first, batch_messages_max, |a| a.messages.len());
         let client = client.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {

@@ -20,6 +20,7 @@ use ledger_schemas::{AccountId, ErrorBody, ErrorCode, IdempotencyKey};
 use tokio::sync::mpsc;
 
 use super::Outcome;
+use super::gather::Gather;
 
 /// An outcome remembered under a key, with the hash of the request that made it.
 #[derive(Debug, Clone)]
@@ -142,36 +143,15 @@ const LOOKUPS_IN_FLIGHT_MAX: usize = 4;
 
 impl Lookups {
     pub fn spawn(pool: Pool) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Lookup>(LOOKUP_KEYS_MAX);
+        let (tx, rx) = mpsc::channel::<Lookup>(LOOKUP_KEYS_MAX);
         tokio::spawn(async move {
             let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(LOOKUPS_IN_FLIGHT_MAX));
-            let mut carried: Option<Lookup> = None;
-            loop {
-                let first = match carried.take() {
-                    Some(l) => l,
-                    None => match rx.recv().await {
-                        Some(l) => l,
-                        None => return,
-                    },
-                };
+            let mut queue = Gather::new(rx);
+            while let Some(first) = queue.first().await {
                 let Ok(permit) = slots.clone().acquire_owned().await else {
                     return;
                 };
-                let mut size = first.keys.len();
-                let mut group = vec![first];
-                while size < LOOKUP_KEYS_MAX {
-                    match rx.try_recv() {
-                        Ok(l) if size + l.keys.len() <= LOOKUP_KEYS_MAX => {
-                            size += l.keys.len();
-                            group.push(l);
-                        }
-                        Ok(l) => {
-                            carried = Some(l);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
+                let group = queue.fill(first, LOOKUP_KEYS_MAX, |l| l.keys.len());
                 let pool = pool.clone();
                 tokio::spawn(async move {
                     let pairs: Vec<(&AccountId, &IdempotencyKey)> = group

@@ -8,6 +8,7 @@
 //! refuses the loser's append, which reloads and decides again (bounded).
 
 mod committer;
+mod gather;
 pub mod idempotency;
 mod writer;
 

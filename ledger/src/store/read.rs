@@ -2,7 +2,6 @@
 //! events after a known sequence (an ordered consumer on its subject), each
 //! checked against the `Ledger-Chain` as it is read.
 
-use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -61,20 +60,10 @@ pub async fn events_after(
     if last <= after {
         return Ok(Vec::new());
     }
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: subject.to_owned(),
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: after + 1,
-            },
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    let mut messages =
+        ledger_projections::projector::ordered_from(stream, after + 1, Some(subject))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
     let mut out = Vec::new();
     while let Some(next) = messages.next().await {
         let msg = next.map_err(|e| StoreError::Unavailable(e.to_string()))?;
