@@ -180,7 +180,11 @@ async fn audit(config: Config, command: AuditCmd) -> anyhow::Result<std::process
             let mut verifier = ledger::audit::Verifier::new(&prefix);
             let mut checked_at = None;
             match &file {
-                Some(path) => ledger::audit::read_export(path, |r| verifier.check(&r))?,
+                Some(path) => {
+                    ledger::audit::read_export(path, |r| verifier.check(&r))?;
+                    // An empty export proves nothing; say so rather than pass.
+                    anyhow::ensure!(verifier.events > 0, "{} holds no events", path.display());
+                }
                 None => {
                     if !no_read_models {
                         let (at, rows) = ledger::audit::read_models(&config.database_url)

@@ -182,6 +182,15 @@ pub fn read_export(path: &std::path::Path, mut visit: impl FnMut(Record)) -> any
         }
     } else {
         let mut r = csv::Reader::from_reader(reader);
+        let headers = r.headers()?.clone();
+        for column in ["seq", "subject", "chain", "payload"] {
+            if !headers.iter().any(|h| h == column) {
+                anyhow::bail!(
+                    "{} is neither a JSON-lines nor a CSV export (no '{column}' column)",
+                    path.display()
+                );
+            }
+        }
         for (i, rec) in r.deserialize::<Record>().enumerate() {
             match rec {
                 Ok(rec) => visit(rec),

@@ -213,6 +213,15 @@ async fn a_tampered_export_is_found_and_named() {
         "{found:?}"
     );
 
+    // A file that is not an export is refused, never passed as clean.
+    let junk = dir.path().join("junk.txt");
+    std::fs::write(&junk, "hello\nworld\n").unwrap();
+    let err = audit::read_export(&junk, |_| {}).unwrap_err().to_string();
+    assert!(
+        err.contains("neither a JSON-lines nor a CSV export"),
+        "{err}"
+    );
+
     // The CSV form checks the same.
     let mut csv = Vec::new();
     audit::export(&s, 1, Format::Csv, &mut csv).await.unwrap();
