@@ -71,6 +71,9 @@ impl Progress {
     }
 }
 
+/// Records read ahead of the checks at most.
+const READ_AHEAD_MAX: usize = 8192;
+
 fn header(m: &async_nats::HeaderMap, name: &str) -> Option<String> {
     m.get(name).map(|v| v.as_str().to_owned())
 }
@@ -88,27 +91,42 @@ pub async fn read_stream(
     let mut messages = ledger_projections::projector::ordered_from(stream, from_seq, None)
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
+    // Read ahead on another task, so reading and checking overlap.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<anyhow::Result<Record>>(READ_AHEAD_MAX);
+    let reader = tokio::spawn(async move {
+        while let Some(m) = messages.next().await {
+            let record = m.map_err(anyhow::Error::from).and_then(|m| {
+                let seq = m
+                    .info()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .stream_sequence;
+                let h = m.headers.clone().unwrap_or_default();
+                Ok(Record {
+                    seq,
+                    subject: m.subject.to_string(),
+                    msg_id: header(&h, "Nats-Msg-Id"),
+                    event_type: header(&h, crate::store::batch::HEADER_EVENT_TYPE),
+                    chain: header(&h, CHAIN_HEADER),
+                    payload: String::from_utf8_lossy(&m.payload).into_owned(),
+                })
+            });
+            let last = record.as_ref().map_or(true, |r| r.seq >= head);
+            if tx.send(record).await.is_err() || last {
+                return;
+            }
+        }
+    });
     let mut progress = Progress::new(head);
-    while let Some(m) = messages.next().await {
-        let m = m?;
-        let seq = m
-            .info()
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .stream_sequence;
-        let h = m.headers.clone().unwrap_or_default();
-        visit(Record {
-            seq,
-            subject: m.subject.to_string(),
-            msg_id: header(&h, "Nats-Msg-Id"),
-            event_type: header(&h, crate::store::batch::HEADER_EVENT_TYPE),
-            chain: header(&h, CHAIN_HEADER),
-            payload: String::from_utf8_lossy(&m.payload).into_owned(),
-        });
+    while let Some(record) = rx.recv().await {
+        let record = record?;
+        let seq = record.seq;
+        visit(record);
         progress.tick(seq);
         if seq >= head {
             break;
         }
     }
+    reader.abort();
     progress.done();
     Ok(head)
 }
