@@ -341,10 +341,23 @@ impl Projector {
 
     /// Starts reading the stream after `position`, ahead of the batches.
     async fn open(&self, position: u64) -> Result<Reader, Stop> {
-        let mut messages = ordered_from(&self.stream, position + 1, None)
+        Reader::open(&self.stream, position + 1)
             .await
-            .map_err(|e| Stop::Passing(anyhow::anyhow!(e)))?;
-        // The next batch is read while the current one is applied.
+            .map_err(|e| Stop::Passing(anyhow::anyhow!(e)))
+    }
+}
+
+/// Events read ahead from the stream, in order: the next batch is read while
+/// the current one is applied.
+pub struct Reader {
+    rx: tokio::sync::mpsc::Receiver<Result<(u64, bytes::Bytes), String>>,
+    _task: AbortOnDrop<()>,
+}
+
+impl Reader {
+    /// Starts reading at stream seq `start`.
+    pub async fn open(stream: &Stream, start: u64) -> Result<Reader, async_nats::Error> {
+        let mut messages = ordered_from(stream, start, None).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(BATCH_EVENTS_MAX * 2);
         let task = tokio::spawn(async move {
             while let Some(next) = messages.next().await {
@@ -363,12 +376,20 @@ impl Projector {
             _task: AbortOnDrop(task),
         })
     }
+
+    /// The next event (`None` when the stream ended).
+    pub async fn next(&mut self) -> Option<anyhow::Result<(u64, bytes::Bytes)>> {
+        self.rx
+            .recv()
+            .await
+            .map(|r| r.map_err(|e| anyhow::anyhow!(e)))
+    }
 }
 
-/// Events read ahead from the stream, in order.
-struct Reader {
-    rx: tokio::sync::mpsc::Receiver<Result<(u64, bytes::Bytes), String>>,
-    _task: AbortOnDrop<()>,
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader").finish_non_exhaustive()
+    }
 }
 
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);

@@ -13,7 +13,6 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use async_nats::jetstream::stream::Stream;
-use futures::StreamExt;
 use ledger_schemas::EventEnvelope;
 
 use crate::db::{self, Tables};
@@ -126,25 +125,22 @@ async fn fold_range(
     until: u64,
     progress: &mut impl FnMut(u64, u64),
 ) -> anyhow::Result<u64> {
-    let mut messages = crate::projector::ordered_from(stream, after + 1, None)
+    let mut reader = crate::projector::Reader::open(stream, after + 1)
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
     let mut batch: Vec<(u64, EventEnvelope)> = Vec::with_capacity(REBUILD_BATCH_EVENTS_MAX);
     let mut done = 0u64;
     let mut seq = after;
     while seq < until {
-        let m = messages
+        let (next, payload) = reader
             .next()
             .await
             .context("the event stream ended during the rebuild")??;
-        seq = m
-            .info()
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .stream_sequence;
+        seq = next;
         if seq > until {
             break;
         }
-        batch.push((seq, fold::decode(seq, &m.payload)?));
+        batch.push((seq, fold::decode(seq, &payload)?));
         if batch.len() >= REBUILD_BATCH_EVENTS_MAX || seq >= until {
             c.apply(state, tables, &batch).await?;
             done += batch.len() as u64;
