@@ -5,5 +5,7 @@
 //! Razorpay client, webhooks, reconciliation and the fake Razorpay server
 //! build on these.
 
+pub mod fake;
 pub mod money;
+pub mod razorpay;
 pub mod signature;
