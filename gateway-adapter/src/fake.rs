@@ -81,6 +81,23 @@ fn error(status: StatusCode, code: &str, description: &str) -> Response {
         .into_response()
 }
 
+/// Razorpay's answer for an id it does not know.
+fn unknown_id() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "BAD_REQUEST_ERROR",
+        "The id provided does not exist",
+    )
+}
+
+/// The entity, or Razorpay's unknown-id error.
+fn found<T: serde::Serialize>(entity: Option<T>) -> Response {
+    match entity {
+        Some(e) => Json(e).into_response(),
+        None => unknown_id(),
+    }
+}
+
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -243,14 +260,7 @@ async fn fetch_order(
     if let Err(r) = f.gate(&headers, "/v1/orders/").await {
         return r;
     }
-    match f.books.lock().expect("books").orders.get(&id) {
-        Some(o) => Json(o.clone()).into_response(),
-        None => error(
-            StatusCode::BAD_REQUEST,
-            "BAD_REQUEST_ERROR",
-            "The id provided does not exist",
-        ),
-    }
+    found(f.books.lock().expect("books").orders.get(&id).cloned())
 }
 
 async fn order_payments(
@@ -263,11 +273,7 @@ async fn order_payments(
     }
     let b = f.books.lock().expect("books");
     if !b.orders.contains_key(&id) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "BAD_REQUEST_ERROR",
-            "The id provided does not exist",
-        );
+        return unknown_id();
     }
     let items: Vec<&Payment> = b
         .payments
@@ -285,14 +291,7 @@ async fn fetch_payment(
     if let Err(r) = f.gate(&headers, "/v1/payments/").await {
         return r;
     }
-    match f.books.lock().expect("books").payments.get(&id) {
-        Some(p) => Json(p.clone()).into_response(),
-        None => error(
-            StatusCode::BAD_REQUEST,
-            "BAD_REQUEST_ERROR",
-            "The id provided does not exist",
-        ),
-    }
+    found(f.books.lock().expect("books").payments.get(&id).cloned())
 }
 
 #[derive(Debug, Deserialize)]
@@ -318,11 +317,7 @@ async fn refund(
         return Json(b.refunds[&existing].clone()).into_response();
     }
     let Some(p) = b.payments.get(&id).cloned() else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "BAD_REQUEST_ERROR",
-            "The id provided does not exist",
-        );
+        return unknown_id();
     };
     if p.status != "captured" && p.status != "refunded" {
         return error(
@@ -373,11 +368,7 @@ struct PayBody {
 async fn pay(State(f): State<Fake>, Path(id): Path<String>, body: Json<PayBody>) -> Response {
     let mut b = f.books.lock().expect("books");
     let Some(order) = b.orders.get(&id).cloned() else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "BAD_REQUEST_ERROR",
-            "The id provided does not exist",
-        );
+        return unknown_id();
     };
     let outcome = body.outcome.clone().unwrap_or_else(|| "captured".into());
     let pid = b.id("pay");
