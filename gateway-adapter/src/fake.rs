@@ -98,6 +98,11 @@ fn found<T: serde::Serialize>(entity: Option<T>) -> Response {
     }
 }
 
+/// Razorpay's list envelope.
+fn collection<T: serde::Serialize>(items: &[T]) -> Response {
+    Json(json!({"entity": "collection", "count": items.len(), "items": items})).into_response()
+}
+
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -249,7 +254,7 @@ async fn list_orders(State(f): State<Fake>, headers: HeaderMap, q: Query<OrderQu
         .values()
         .filter(|o| q.receipt.is_none() || o.receipt == q.receipt)
         .collect();
-    Json(json!({"entity": "collection", "count": items.len(), "items": items})).into_response()
+    collection(&items)
 }
 
 async fn fetch_order(
@@ -280,7 +285,7 @@ async fn order_payments(
         .values()
         .filter(|p| p.order_id.as_deref() == Some(&id))
         .collect();
-    Json(json!({"entity": "collection", "count": items.len(), "items": items})).into_response()
+    collection(&items)
 }
 
 async fn fetch_payment(

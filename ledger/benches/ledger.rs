@@ -94,6 +94,31 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
+/// Publish acks awaited in a bounded window, as a real publisher keeps one.
+#[derive(Default)]
+struct AckWindow {
+    pending: FuturesUnordered<
+        <async_nats::jetstream::context::PublishAckFuture as std::future::IntoFuture>::IntoFuture,
+    >,
+}
+
+impl AckWindow {
+    const MAX: usize = 4096;
+
+    async fn push(&mut self, ack: async_nats::jetstream::context::PublishAckFuture) {
+        self.pending.push(std::future::IntoFuture::into_future(ack));
+        if self.pending.len() >= Self::MAX {
+            self.pending.next().await.unwrap().unwrap();
+        }
+    }
+
+    async fn drain(&mut self) {
+        while let Some(a) = self.pending.next().await {
+            a.unwrap();
+        }
+    }
+}
+
 /// A ~200-byte event body, like a `credits_consumed` event's.
 fn body(i: usize) -> bytes::Bytes {
     let pad = "x".repeat(120);
@@ -113,21 +138,15 @@ async fn raw_pipelined(nats: &NatsServer, n: usize, accounts: usize) -> f64 {
     .await
     .unwrap();
     let started = Instant::now();
-    let mut acks = FuturesUnordered::new();
+    let mut acks = AckWindow::default();
     for i in 0..n {
         let f = js
             .publish(format!("raw.acct.a{}", i % accounts), body(i))
             .await
             .unwrap();
-        acks.push(std::future::IntoFuture::into_future(f));
-        // A bounded window of outstanding acks, as a real publisher keeps.
-        if acks.len() >= 4096 {
-            acks.next().await.unwrap().unwrap();
-        }
+        acks.push(f).await;
     }
-    while let Some(a) = acks.next().await {
-        a.unwrap();
-    }
+    acks.drain().await;
     n as f64 / started.elapsed().as_secs_f64()
 }
 
@@ -238,7 +257,7 @@ async fn intake(client: &async_nats::Client, accounts: &[String], n: usize) -> f
         let js = js.clone();
         let accounts = accounts.to_vec();
         tokio::spawn(async move {
-            let mut acks = FuturesUnordered::new();
+            let mut acks = AckWindow::default();
             for i in 0..n {
                 let account = &accounts[i % accounts.len()];
                 let id = format!("bench-{i}");
@@ -255,14 +274,9 @@ async fn intake(client: &async_nats::Client, accounts: &[String], n: usize) -> f
                     )
                     .await
                     .unwrap();
-                acks.push(std::future::IntoFuture::into_future(f));
-                if acks.len() >= 4096 {
-                    acks.next().await.unwrap().unwrap();
-                }
+                acks.push(f).await;
             }
-            while let Some(a) = acks.next().await {
-                a.unwrap();
-            }
+            acks.drain().await;
         })
     };
     let mut seen = 0;

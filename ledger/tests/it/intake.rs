@@ -125,12 +125,7 @@ async fn each_usage_is_consumed_once_and_bad_ones_are_dead_lettered() {
         .as_str()
         .to_owned();
     assert!(reason.starts_with("invalid_request"), "{reason}");
-    let metrics = reqwest::get(format!("http://{}/metrics", ledger.http_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(ledger.http_addr).await;
     assert!(
         metrics.contains("ledger_intake_usages_total{result=\"dead_letter\"} 2"),
         "{metrics}"

@@ -603,14 +603,7 @@ async fn operations_see_each_projector_and_its_lag() {
         assert_eq!(p["stream_head"].as_u64(), Some(head), "{p}");
         assert_eq!(p["lag"].as_u64(), Some(0), "{p}");
     }
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(running.http_addr).await;
     assert!(
         metrics.contains("ledger_projection_lag_events{projection=\"accounts\"} 0"),
         "{metrics}"

@@ -127,3 +127,13 @@ pub async fn stream_len(client: &async_nats::Client) -> u64 {
     let mut stream = js.get_stream("LEDGER").await.unwrap();
     stream.info().await.unwrap().state.messages
 }
+
+/// The Prometheus text a running process serves.
+pub async fn metrics_text(addr: std::net::SocketAddr) -> String {
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
