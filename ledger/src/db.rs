@@ -6,7 +6,7 @@ mod embedded {
     refinery::embed_migrations!("migrations");
 }
 
-pub use ledger_projections::db::{POOL_CONNECTIONS_MAX, pool};
+pub use ledger_projections::db::pool;
 
 /// The advisory lock that lets one process at a time migrate.
 const MIGRATION_LOCK: i64 = 0x4c45_4447_0000_00ff;

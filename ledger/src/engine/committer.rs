@@ -124,7 +124,6 @@ async fn publish_group(client: &Client, group: Vec<Append>, timeout: Duration, m
                 let _ = a.done.send(Ok(Appended {
                     last_seq: next - 1,
                     count,
-                    duplicate: ack.duplicate,
                 }));
             }
         }

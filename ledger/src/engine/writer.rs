@@ -357,7 +357,6 @@ impl Writer {
                             return Ok(Appended {
                                 last_seq: seq,
                                 count: messages.len(),
-                                duplicate: true,
                             });
                         }
                         Ok(Some((seq, _))) if seq != self.last_seq => {

@@ -64,8 +64,6 @@ impl AppendMessage {
 pub struct Appended {
     pub last_seq: u64,
     pub count: usize,
-    /// The server had already stored these messages (same `Nats-Msg-Id`).
-    pub duplicate: bool,
 }
 
 impl Appended {
@@ -90,8 +88,6 @@ struct PubAck {
     stream: String,
     #[serde(default)]
     seq: u64,
-    #[serde(default)]
-    duplicate: bool,
     #[serde(default)]
     batch: Option<String>,
     #[serde(default)]
@@ -121,7 +117,6 @@ pub async fn append(
             Ok(Appended {
                 last_seq: ack.seq,
                 count: 1,
-                duplicate: ack.duplicate,
             })
         }
         many if many.len() > BATCH_MESSAGES_MAX => Err(StoreError::Refused(format!(
@@ -176,7 +171,6 @@ async fn append_batch(
             return Ok(Appended {
                 last_seq: ack.seq,
                 count,
-                duplicate: ack.duplicate,
             });
         }
     }

@@ -47,13 +47,6 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-impl StoreError {
-    /// Whether the same append may be retried as it is.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Timeout(_) | StoreError::Unavailable(_))
-    }
-}
-
 /// Connects to JetStream and refuses servers older than [`NATS_VERSION_MIN`].
 #[derive(Debug, Clone)]
 pub struct EventStore {
