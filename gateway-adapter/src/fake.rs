@@ -1,9 +1,25 @@
 //! A fake Razorpay for development and tests, over real HTTP: orders, an
-//! order's payments, payments and refunds, with Razorpay's Basic auth, error
-//! envelope, id shapes and states; test-only control endpoints under
-//! `/_fake/` to pay an order and to inject faults (429, 500, a lost answer).
+//! order's payments, payments, refunds and disputes, with Razorpay's Basic
+//! auth, error envelope, id shapes and states, and signed webhooks.
 //!
-//! Still to come (issue 5): webhooks, disputes, late authorisation.
+//! Test-only controls under `/_fake/`:
+//! - `POST /_fake/orders/{id}/pay` `{method, outcome?, amount?}`: a customer
+//!   pays (captured, authorized or failed; any amount; on a paid order too);
+//! - `POST /_fake/payments/{id}/late_authorize`: a failed payment turns out
+//!   authorised and is captured (a bank's late confirmation);
+//! - `POST /_fake/payments/{id}/capture`: an authorised payment is captured;
+//! - `POST /_fake/payments/{id}/refund` `{amount}`: a refund from the dashboard;
+//! - `POST /_fake/payments/{id}/dispute` `{amount?}`: a chargeback is raised;
+//! - `POST /_fake/disputes/{id}/resolve` `{outcome: won|lost}`;
+//! - `POST /_fake/faults` `{path_prefix, kind: 429|500|lost, count}`;
+//! - `POST /_fake/webhooks` `{url, secret}`: where webhooks go;
+//! - `POST /_fake/webhooks/mode` `{copies, reverse, delay_ms, drop, bad_signature}`;
+//! - `GET /_fake/webhooks/deliveries`: every delivery attempt and its answer.
+//!
+//! Webhooks are signed over the raw body (`X-Razorpay-Signature`), carry
+//! `X-Razorpay-Event-Id`, and are retried with backoff while the receiver
+//! answers anything but 2xx, as Razorpay does (compressed from hours to
+//! seconds).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -17,7 +33,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::razorpay::{Order, Payment, Refund};
+use crate::razorpay::{Dispute, Order, Payment, Refund};
+use crate::signature::sign;
 
 /// A fault the next matching requests get.
 #[derive(Debug, Clone, Deserialize)]
@@ -29,13 +46,50 @@ pub struct Fault {
     pub count: u32,
 }
 
+/// How webhooks are delivered (all off by default: each event once, in order).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookMode {
+    /// Send every event this many times (0 and 1 mean once).
+    pub copies: u32,
+    /// Send each action's events in reverse order.
+    pub reverse: bool,
+    /// Wait this long before sending.
+    pub delay_ms: u64,
+    /// Send nothing.
+    pub drop: bool,
+    /// Sign with a wrong secret.
+    pub bad_signature: bool,
+}
+
+/// Where webhooks go.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebhookTarget {
+    pub url: String,
+    pub secret: String,
+}
+
+/// One delivery attempt of a webhook.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Delivery {
+    pub event_id: String,
+    pub event: String,
+    pub attempt: u32,
+    /// The receiver's HTTP status; `None` when it could not be reached.
+    pub status: Option<u16>,
+}
+
 #[derive(Debug, Default)]
 struct Books {
     orders: BTreeMap<String, Order>,
     payments: BTreeMap<String, Payment>,
     refunds: BTreeMap<String, Refund>,
     refund_keys: BTreeMap<String, String>,
+    disputes: BTreeMap<String, Dispute>,
     faults: Vec<Fault>,
+    webhook: Option<WebhookTarget>,
+    mode: WebhookMode,
+    deliveries: Vec<Delivery>,
     next: u64,
 }
 
@@ -68,6 +122,10 @@ pub struct Fake {
     key_secret: String,
     /// How long a "lost" answer is held back (longer than clients wait).
     pub lost_delay: Duration,
+    /// Delivery attempts per webhook, and the first wait between them.
+    pub webhook_attempts: u32,
+    pub webhook_backoff: Duration,
+    http: reqwest::Client,
 }
 
 fn error(status: StatusCode, code: &str, description: &str) -> Response {
@@ -117,6 +175,101 @@ impl Fake {
             key_id: key_id.to_owned(),
             key_secret: key_secret.to_owned(),
             lost_delay: Duration::from_secs(5),
+            webhook_attempts: 6,
+            webhook_backoff: Duration::from_millis(200),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("an HTTP client"),
+        }
+    }
+
+    /// Sends webhooks to `url`, signed with `secret`.
+    pub fn with_webhooks(self, url: &str, secret: &str) -> Self {
+        self.books.lock().expect("books").webhook = Some(WebhookTarget {
+            url: url.to_owned(),
+            secret: secret.to_owned(),
+        });
+        self
+    }
+
+    /// Sends the events of one action (name and payload each) as webhooks,
+    /// in the background, as the current mode says.
+    fn emit(&self, events: Vec<(&'static str, Value)>) {
+        let (target, mode, bodies) = {
+            let mut b = self.books.lock().expect("books");
+            let Some(target) = b.webhook.clone() else {
+                return;
+            };
+            let mode = b.mode.clone();
+            let bodies: Vec<(String, &'static str, String)> = events
+                .into_iter()
+                .map(|(name, payload)| {
+                    let id = b.id("evt");
+                    let contains: Vec<&String> = payload
+                        .as_object()
+                        .map(|o| o.keys().collect())
+                        .unwrap_or_default();
+                    let body = json!({"entity": "event", "account_id": "acc_FakeAccount01",
+                        "event": name, "contains": contains, "payload": payload,
+                        "created_at": now()});
+                    (id, name, body.to_string())
+                })
+                .collect();
+            (target, mode, bodies)
+        };
+        if mode.drop {
+            return;
+        }
+        let fake = self.clone();
+        tokio::spawn(async move {
+            if mode.delay_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(mode.delay_ms)).await;
+            }
+            let mut bodies = bodies;
+            if mode.reverse {
+                bodies.reverse();
+            }
+            let secret = if mode.bad_signature {
+                format!("{}-old", target.secret)
+            } else {
+                target.secret.clone()
+            };
+            for (id, name, body) in &bodies {
+                for _ in 0..mode.copies.max(1) {
+                    fake.deliver(&target.url, &secret, id, name, body).await;
+                }
+            }
+        });
+    }
+
+    /// One webhook, retried with backoff until the receiver answers 2xx.
+    async fn deliver(&self, url: &str, secret: &str, id: &str, name: &str, body: &str) {
+        let signature = sign(body.as_bytes(), secret);
+        let mut wait = self.webhook_backoff;
+        for attempt in 1..=self.webhook_attempts {
+            let status = self
+                .http
+                .post(url)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header("X-Razorpay-Signature", &signature)
+                .header("X-Razorpay-Event-Id", id)
+                .body(body.to_owned())
+                .send()
+                .await
+                .ok()
+                .map(|r| r.status().as_u16());
+            self.books.lock().expect("books").deliveries.push(Delivery {
+                event_id: id.to_owned(),
+                event: name.to_owned(),
+                attempt,
+                status,
+            });
+            if status.is_some_and(|s| (200..300).contains(&s)) {
+                return;
+            }
+            tokio::time::sleep(wait).await;
+            wait *= 2;
         }
     }
 
@@ -175,8 +328,18 @@ impl Fake {
             .route("/v1/orders/{id}/payments", get(order_payments))
             .route("/v1/payments/{id}", get(fetch_payment))
             .route("/v1/payments/{id}/refund", post(refund))
+            .route("/v1/payments/{id}/refunds", get(payment_refunds))
+            .route("/v1/disputes/{id}", get(fetch_dispute))
             .route("/_fake/orders/{id}/pay", post(pay))
+            .route("/_fake/payments/{id}/late_authorize", post(late_authorize))
+            .route("/_fake/payments/{id}/capture", post(capture))
+            .route("/_fake/payments/{id}/refund", post(dashboard_refund))
+            .route("/_fake/payments/{id}/dispute", post(open_dispute))
+            .route("/_fake/disputes/{id}/resolve", post(resolve_dispute))
             .route("/_fake/faults", post(add_fault))
+            .route("/_fake/webhooks", post(set_webhooks))
+            .route("/_fake/webhooks/mode", post(set_mode))
+            .route("/_fake/webhooks/deliveries", get(deliveries))
             .with_state(self)
     }
 }
@@ -304,6 +467,82 @@ struct RefundBody {
     amount: i64,
 }
 
+fn entity<T: serde::Serialize>(e: &T) -> Value {
+    json!({"entity": e})
+}
+
+/// The webhooks of a payment's capture.
+fn captured_events(p: &Payment, o: &Order) -> Vec<(&'static str, Value)> {
+    vec![
+        ("payment.authorized", json!({"payment": entity(p)})),
+        ("payment.captured", json!({"payment": entity(p)})),
+        (
+            "order.paid",
+            json!({"payment": entity(p), "order": entity(o)}),
+        ),
+    ]
+}
+
+impl Books {
+    /// Refunds `amount` paise of payment `id`; a repeated key answers with the
+    /// first refund (`bool` says whether this one is new).
+    fn refund(
+        &mut self,
+        id: &str,
+        amount: i64,
+        key: Option<String>,
+    ) -> Result<(Refund, bool), Box<Response>> {
+        if let Some(existing) = key.as_ref().and_then(|k| self.refund_keys.get(k)) {
+            return Ok((self.refunds[existing].clone(), false));
+        }
+        let Some(p) = self.payments.get(id).cloned() else {
+            return Err(Box::new(unknown_id()));
+        };
+        if p.status != "captured" && p.status != "refunded" {
+            return Err(Box::new(error(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST_ERROR",
+                "The payment has not been captured",
+            )));
+        }
+        if amount <= 0 || p.amount_refunded + amount > p.amount {
+            return Err(Box::new(error(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST_ERROR",
+                "The refund amount is invalid",
+            )));
+        }
+        let rid = self.id("rfnd");
+        let r = Refund {
+            id: rid.clone(),
+            payment_id: id.to_owned(),
+            amount,
+            status: "processed".into(),
+        };
+        self.refunds.insert(rid.clone(), r.clone());
+        if let Some(k) = key {
+            self.refund_keys.insert(k, rid);
+        }
+        let p = self.payments.get_mut(id).expect("checked above");
+        p.amount_refunded += amount;
+        if p.amount_refunded == p.amount {
+            p.status = "refunded".into();
+        }
+        Ok((r, true))
+    }
+}
+
+impl Fake {
+    fn emit_refund(&self, r: &Refund) {
+        let p = self.books.lock().expect("books").payments[&r.payment_id].clone();
+        let payload = json!({"refund": entity(r), "payment": entity(&p)});
+        self.emit(vec![
+            ("refund.created", payload.clone()),
+            ("refund.processed", payload),
+        ]);
+    }
+}
+
 async fn refund(
     State(f): State<Fake>,
     headers: HeaderMap,
@@ -317,44 +556,43 @@ async fn refund(
         .get("X-Refund-Idempotency")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let mut b = f.books.lock().expect("books");
-    if let Some(existing) = key.as_ref().and_then(|k| b.refund_keys.get(k)).cloned() {
-        return Json(b.refunds[&existing].clone()).into_response();
+    let made = f.books.lock().expect("books").refund(&id, body.amount, key);
+    match made {
+        Ok((r, new)) => {
+            if new {
+                f.emit_refund(&r);
+            }
+            Json(r).into_response()
+        }
+        Err(e) => *e,
     }
-    let Some(p) = b.payments.get(&id).cloned() else {
+}
+
+async fn payment_refunds(
+    State(f): State<Fake>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = f.gate(&headers, "/v1/payments/").await {
+        return r;
+    }
+    let b = f.books.lock().expect("books");
+    if !b.payments.contains_key(&id) {
         return unknown_id();
-    };
-    if p.status != "captured" && p.status != "refunded" {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "BAD_REQUEST_ERROR",
-            "The payment has not been captured",
-        );
     }
-    if body.amount <= 0 || p.amount_refunded + body.amount > p.amount {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "BAD_REQUEST_ERROR",
-            "The refund amount is invalid",
-        );
+    let items: Vec<&Refund> = b.refunds.values().filter(|r| r.payment_id == id).collect();
+    collection(&items)
+}
+
+async fn fetch_dispute(
+    State(f): State<Fake>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = f.gate(&headers, "/v1/disputes/").await {
+        return r;
     }
-    let rid = b.id("rfnd");
-    let r = Refund {
-        id: rid.clone(),
-        payment_id: id.clone(),
-        amount: body.amount,
-        status: "processed".into(),
-    };
-    b.refunds.insert(rid.clone(), r.clone());
-    if let Some(k) = key {
-        b.refund_keys.insert(k, rid);
-    }
-    let p = b.payments.get_mut(&id).expect("checked above");
-    p.amount_refunded += body.amount;
-    if p.amount_refunded == p.amount {
-        p.status = "refunded".into();
-    }
-    Json(r).into_response()
+    found(f.books.lock().expect("books").disputes.get(&id).cloned())
 }
 
 #[derive(Debug, Deserialize)]
@@ -369,44 +607,212 @@ struct PayBody {
     amount: Option<i64>,
 }
 
+/// Marks payment `id` captured and its order paid; the webhooks to send.
+fn mark_captured(b: &mut Books, id: &str) -> Vec<(&'static str, Value)> {
+    let p = b.payments.get_mut(id).expect("a known payment");
+    p.status = "captured".into();
+    p.captured = true;
+    p.error_code = None;
+    p.error_description = None;
+    let p = p.clone();
+    let order_id = p.order_id.clone().unwrap_or_default();
+    let o = b.orders.get_mut(&order_id).expect("a payment's order");
+    o.status = "paid".into();
+    o.amount_paid += p.amount;
+    captured_events(&p, &o.clone())
+}
+
 /// Test control: a customer pays an order.
 async fn pay(State(f): State<Fake>, Path(id): Path<String>, body: Json<PayBody>) -> Response {
-    let mut b = f.books.lock().expect("books");
-    let Some(order) = b.orders.get(&id).cloned() else {
-        return unknown_id();
+    let (p, events) = {
+        let mut b = f.books.lock().expect("books");
+        let Some(order) = b.orders.get(&id).cloned() else {
+            return unknown_id();
+        };
+        let outcome = body.outcome.clone().unwrap_or_else(|| "captured".into());
+        let pid = b.id("pay");
+        let failed = outcome == "failed";
+        let p = Payment {
+            id: pid.clone(),
+            amount: body.amount.unwrap_or(order.amount),
+            currency: order.currency.clone(),
+            status: if outcome == "captured" {
+                "authorized".into()
+            } else {
+                outcome.clone()
+            },
+            order_id: Some(id.clone()),
+            method: Some(body.method.clone()),
+            captured: false,
+            amount_refunded: 0,
+            error_code: failed.then(|| "BAD_REQUEST_ERROR".into()),
+            error_description: failed.then(|| "Payment failed".into()),
+            notes: json!([]),
+            created_at: now(),
+        };
+        b.payments.insert(pid.clone(), p.clone());
+        if b.orders[&id].status == "created" {
+            b.orders.get_mut(&id).expect("checked above").status = "attempted".into();
+        }
+        let events = match outcome.as_str() {
+            "captured" => mark_captured(&mut b, &pid),
+            "failed" => vec![("payment.failed", json!({"payment": entity(&p)}))],
+            _ => vec![("payment.authorized", json!({"payment": entity(&p)}))],
+        };
+        (b.payments[&pid].clone(), events)
     };
-    let outcome = body.outcome.clone().unwrap_or_else(|| "captured".into());
-    let pid = b.id("pay");
-    let failed = outcome == "failed";
-    let p = Payment {
-        id: pid.clone(),
-        amount: body.amount.unwrap_or(order.amount),
-        currency: order.currency.clone(),
-        status: outcome.clone(),
-        order_id: Some(id.clone()),
-        method: Some(body.method.clone()),
-        captured: outcome == "captured",
-        amount_refunded: 0,
-        error_code: failed.then(|| "BAD_REQUEST_ERROR".into()),
-        error_description: failed.then(|| "Payment failed".into()),
-        notes: json!([]),
-        created_at: now(),
-    };
-    b.payments.insert(pid, p.clone());
-    let o = b.orders.get_mut(&id).expect("checked above");
-    o.status = if outcome == "captured" {
-        "paid".into()
-    } else {
-        "attempted".into()
-    };
-    if outcome == "captured" {
-        o.amount_paid = p.amount;
-    }
+    f.emit(events);
     Json(p).into_response()
+}
+
+/// Test control: a payment changes state (`from` → captured).
+async fn capture_from(f: &Fake, id: &str, from: &str) -> Response {
+    let (p, events) = {
+        let mut b = f.books.lock().expect("books");
+        let Some(p) = b.payments.get(id) else {
+            return unknown_id();
+        };
+        if p.status != from {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST_ERROR",
+                &format!("The payment is {}, not {from}", p.status),
+            );
+        }
+        let events = mark_captured(&mut b, id);
+        (b.payments[id].clone(), events)
+    };
+    f.emit(events);
+    Json(p).into_response()
+}
+
+/// Test control: a failed payment is authorised late by the bank and captured.
+async fn late_authorize(State(f): State<Fake>, Path(id): Path<String>) -> Response {
+    capture_from(&f, &id, "failed").await
+}
+
+/// Test control: an authorised payment is captured.
+async fn capture(State(f): State<Fake>, Path(id): Path<String>) -> Response {
+    capture_from(&f, &id, "authorized").await
+}
+
+/// Test control: a refund made from Razorpay's dashboard.
+async fn dashboard_refund(
+    State(f): State<Fake>,
+    Path(id): Path<String>,
+    body: Json<RefundBody>,
+) -> Response {
+    let made = f
+        .books
+        .lock()
+        .expect("books")
+        .refund(&id, body.amount, None);
+    match made {
+        Ok((r, _)) => {
+            f.emit_refund(&r);
+            Json(r).into_response()
+        }
+        Err(e) => *e,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct DisputeBody {
+    /// Disputed paise; the whole payment when absent.
+    #[serde(default)]
+    amount: Option<i64>,
+}
+
+/// Test control: the customer's bank raises a chargeback.
+async fn open_dispute(
+    State(f): State<Fake>,
+    Path(id): Path<String>,
+    body: Json<DisputeBody>,
+) -> Response {
+    let (d, p) = {
+        let mut b = f.books.lock().expect("books");
+        let Some(p) = b.payments.get(&id).cloned() else {
+            return unknown_id();
+        };
+        let did = b.id("disp");
+        let d = Dispute {
+            id: did.clone(),
+            payment_id: id.clone(),
+            amount: body.amount.unwrap_or(p.amount),
+            currency: p.currency.clone(),
+            status: "open".into(),
+            reason_code: Some("chargeback".into()),
+            created_at: now(),
+        };
+        b.disputes.insert(did, d.clone());
+        (d, p)
+    };
+    f.emit(vec![(
+        "payment.dispute.created",
+        json!({"dispute": entity(&d), "payment": entity(&p)}),
+    )]);
+    Json(d).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct ResolveBody {
+    /// `won` or `lost`.
+    outcome: String,
+}
+
+/// Test control: a dispute is decided.
+async fn resolve_dispute(
+    State(f): State<Fake>,
+    Path(id): Path<String>,
+    body: Json<ResolveBody>,
+) -> Response {
+    let event = match body.outcome.as_str() {
+        "won" => "payment.dispute.won",
+        "lost" => "payment.dispute.lost",
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST_ERROR",
+                "outcome must be won or lost",
+            );
+        }
+    };
+    let (d, p) = {
+        let mut b = f.books.lock().expect("books");
+        let Some(d) = b.disputes.get_mut(&id) else {
+            return unknown_id();
+        };
+        d.status = body.outcome.clone();
+        let d = d.clone();
+        let p = b.payments[&d.payment_id].clone();
+        (d, p)
+    };
+    f.emit(vec![(
+        event,
+        json!({"dispute": entity(&d), "payment": entity(&p)}),
+    )]);
+    Json(d).into_response()
 }
 
 /// Test control: the next matching requests fail as asked.
 async fn add_fault(State(f): State<Fake>, body: Json<Fault>) -> StatusCode {
     f.books.lock().expect("books").faults.push(body.0);
     StatusCode::NO_CONTENT
+}
+
+/// Test control: where webhooks go.
+async fn set_webhooks(State(f): State<Fake>, body: Json<WebhookTarget>) -> StatusCode {
+    f.books.lock().expect("books").webhook = Some(body.0);
+    StatusCode::NO_CONTENT
+}
+
+/// Test control: how webhooks are delivered from now on.
+async fn set_mode(State(f): State<Fake>, body: Json<WebhookMode>) -> StatusCode {
+    f.books.lock().expect("books").mode = body.0;
+    StatusCode::NO_CONTENT
+}
+
+/// Test control: every delivery attempt so far.
+async fn deliveries(State(f): State<Fake>) -> Json<Vec<Delivery>> {
+    Json(f.books.lock().expect("books").deliveries.clone())
 }

@@ -61,6 +61,30 @@ pub struct Refund {
     pub status: String,
 }
 
+/// A dispute (chargeback) raised on a payment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dispute {
+    pub id: String,
+    pub payment_id: String,
+    /// Disputed paise.
+    pub amount: i64,
+    #[serde(default)]
+    pub currency: String,
+    /// `open`, `under_review`, `won`, `lost`, `closed`, or one Razorpay adds later.
+    pub status: String,
+    #[serde(default)]
+    pub reason_code: Option<String>,
+    #[serde(default)]
+    pub created_at: i64,
+}
+
+impl Dispute {
+    /// Still to be decided: the credits stay held.
+    pub fn is_open(&self) -> bool {
+        matches!(self.status.as_str(), "open" | "under_review")
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Collection<T> {
     pub count: usize,
@@ -192,9 +216,10 @@ impl Client {
         &self,
         amount_paise: i64,
         receipt: &str,
+        notes: Value,
     ) -> Result<Order, RazorpayError> {
         let body = serde_json::json!({"amount": amount_paise, "currency": "INR", "receipt": receipt,
-            "notes": {"topup_id": receipt}});
+            "notes": notes});
         for _ in 0..self.attempts_max {
             match self
                 .call::<Order>(
@@ -253,6 +278,18 @@ impl Client {
     }
 
     /// Refunds `amount_paise` of a payment; `idempotency_key` makes a retry safe.
+    /// Every refund of a payment.
+    pub async fn payment_refunds(&self, payment_id: &str) -> Result<Vec<Refund>, RazorpayError> {
+        let c: Collection<Refund> = self
+            .get(&format!("/v1/payments/{payment_id}/refunds"))
+            .await?;
+        Ok(c.items)
+    }
+
+    pub async fn dispute(&self, id: &str) -> Result<Dispute, RazorpayError> {
+        self.get(&format!("/v1/disputes/{id}")).await
+    }
+
     pub async fn refund(
         &self,
         payment_id: &str,

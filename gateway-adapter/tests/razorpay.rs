@@ -34,7 +34,7 @@ async fn control(url: &str, path: &str, body: serde_json::Value) -> serde_json::
 async fn an_order_is_paid_and_refunded_once_per_key() {
     let url = start(Fake::new("rzp_test_k", "s3cret")).await;
     let c = client(&url);
-    let order = c.create_order(83_120, "topup-1").await.unwrap();
+    let order = c.create_order(83_120, "topup-1", json!({})).await.unwrap();
     assert!(
         order.id.starts_with("order_") && order.id.len() == 20,
         "{}",
@@ -83,7 +83,7 @@ async fn throttling_and_server_errors_are_retried() {
         json!({"path_prefix": "/v1/orders", "kind": "429", "count": 2}),
     )
     .await;
-    let order = c.create_order(10_000, "topup-2").await.unwrap();
+    let order = c.create_order(10_000, "topup-2", json!({})).await.unwrap();
     control(
         &url,
         "/_fake/faults",
@@ -117,7 +117,7 @@ async fn a_lost_answer_on_order_creation_never_makes_a_second_order() {
         json!({"path_prefix": "/v1/orders", "kind": "lost", "count": 1}),
     )
     .await;
-    let order = c.create_order(10_000, "topup-3").await.unwrap();
+    let order = c.create_order(10_000, "topup-3", json!({})).await.unwrap();
     let orders = books.orders();
     assert_eq!(orders.len(), 1, "one order for one top-up");
     assert_eq!(orders[0].id, order.id);
@@ -127,7 +127,10 @@ async fn a_lost_answer_on_order_creation_never_makes_a_second_order() {
 async fn wrong_keys_are_refused() {
     let url = start(Fake::new("rzp_test_k", "s3cret")).await;
     let c = Client::new(&url, "rzp_test_k", "wrong", Duration::from_millis(500));
-    let e = c.create_order(10_000, "topup-4").await.unwrap_err();
+    let e = c
+        .create_order(10_000, "topup-4", json!({}))
+        .await
+        .unwrap_err();
     assert!(
         matches!(e, RazorpayError::Refused { status: 401, .. }),
         "{e}"

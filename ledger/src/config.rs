@@ -185,9 +185,32 @@ pub struct Config {
     pub razorpay_key_id: Option<String>,
     pub razorpay_key_secret: Option<Secret>,
     pub razorpay_webhook_secret: Option<Secret>,
+    /// A fixed INR-per-USD base rate (development); `fx_rate_file` wins when set.
     pub fx_usd_inr: Option<String>,
+    /// A JSON rate file operations update: `{"usd_inr", "source", "as_of"}`.
+    pub fx_rate_file: Option<String>,
+    /// Added to the base rate, in basis points.
+    pub fx_spread_bps: u32,
+    /// How long a quote is honoured.
+    pub fx_quote_ttl_s: u64,
+    /// A rate file older than this is refused (top-ups answer `unavailable`).
+    pub fx_rate_file_age_max_s: u64,
     pub credits_per_usd: String,
+    /// The largest top-up, in USD (the smallest is 1.00).
+    pub topup_usd_max: String,
+    /// A top-up with no captured payment after this long is marked abandoned
+    /// (and still reconciled until the horizon).
+    pub topup_abandon_after_s: u64,
+    /// Delay before an open top-up is first polled.
     pub reconcile_first_s: u64,
+    /// The longest wait between two polls of one top-up.
+    pub reconcile_interval_max_s: u64,
+    /// How long after creation a top-up is polled (covers late authorisation).
+    pub reconcile_horizon_s: u64,
+    /// How often the poller looks for due top-ups.
+    pub reconcile_tick_ms: u64,
+    /// How long one call to Razorpay may take.
+    pub razorpay_timeout_ms: u64,
     pub limits: Limits,
 }
 
@@ -210,8 +233,18 @@ impl Default for Config {
             razorpay_key_secret: None,
             razorpay_webhook_secret: None,
             fx_usd_inr: None,
+            fx_rate_file: None,
+            fx_spread_bps: 0,
+            fx_quote_ttl_s: 900,
+            fx_rate_file_age_max_s: 24 * 3600,
             credits_per_usd: "1".into(),
+            topup_usd_max: "10000.00".into(),
+            topup_abandon_after_s: 24 * 3600,
             reconcile_first_s: 30,
+            reconcile_interval_max_s: 6 * 3600,
+            reconcile_horizon_s: 7 * 24 * 3600,
+            reconcile_tick_ms: 1000,
+            razorpay_timeout_ms: 10_000,
             limits: Limits::default(),
         }
     }

@@ -13,6 +13,7 @@ pub mod db;
 pub mod demo;
 pub mod domain;
 pub mod engine;
+pub mod gateway;
 pub mod intake;
 pub mod metrics;
 pub mod serve;

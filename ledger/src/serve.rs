@@ -110,13 +110,7 @@ pub async fn start_command(config: &Config) -> anyhow::Result<Running> {
 pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
     let runs_command = matches!(role, Role::Command | Role::All);
     let runs_projections = matches!(role, Role::Projections | Role::All);
-    anyhow::ensure!(
-        role != Role::Gateway,
-        "role gateway is not part of this build yet; run --role command, projections or all"
-    );
-    if role == Role::All {
-        tracing::info!("--role all runs the command side and projections (no gateway yet)");
-    }
+    let runs_gateway = matches!(role, Role::Gateway | Role::All);
     let client = connect_nats(&config.nats_url).await?;
     let settings = StreamSettings {
         name: config.stream_name.clone(),
@@ -172,6 +166,19 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
     } else {
         None
     };
+
+    if runs_gateway {
+        let gateway = crate::gateway::Gateway::new(config, store.clone(), pool.clone())?;
+        routers.push(crate::gateway::http::router(
+            crate::gateway::http::GatewayState {
+                gateway: gateway.clone(),
+                tokens: tokens.clone(),
+                body_max: config.limits.request_body_bytes_max,
+            },
+        ));
+        let token = shutdown.clone();
+        tasks.spawn(crate::gateway::poller::run(gateway, token));
+    }
 
     if runs_projections {
         let board = ledger_projections::projector::StatusBoard::default();

@@ -299,7 +299,7 @@ pub async fn load_topups(
             &format!(
                 "SELECT topup_id, account_id, status, bucket, amount_usd, amount_inr_paise, \
                  fx_rate, credits, order_id, payment_id, method, created_at, updated_at, \
-                 last_stream_seq FROM {} WHERE topup_id = ANY($1)",
+                 last_stream_seq, progress FROM {} WHERE topup_id = ANY($1)",
                 t.topups
             ),
             &[&ids],
@@ -325,6 +325,7 @@ pub async fn load_topups(
                     created_at: r.get(11),
                     updated_at: r.get(12),
                     last_stream_seq: r.get(13),
+                    progress: serde_json::from_value(r.get(14)).unwrap_or_default(),
                 },
             )
         })
@@ -342,12 +343,12 @@ pub async fn write_topups(
             &format!(
                 "INSERT INTO {} (topup_id, account_id, status, bucket, amount_usd, \
                  amount_inr_paise, fx_rate, credits, order_id, payment_id, method, created_at, \
-                 updated_at, last_stream_seq) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                 updated_at, last_stream_seq, progress) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
                  ON CONFLICT (topup_id) DO UPDATE SET status = EXCLUDED.status, \
                  order_id = EXCLUDED.order_id, payment_id = EXCLUDED.payment_id, \
                  method = EXCLUDED.method, updated_at = EXCLUDED.updated_at, \
-                 last_stream_seq = EXCLUDED.last_stream_seq",
+                 last_stream_seq = EXCLUDED.last_stream_seq, progress = EXCLUDED.progress",
                 t.topups
             ),
             &[
@@ -365,6 +366,7 @@ pub async fn write_topups(
                 &r.created_at,
                 &r.updated_at,
                 &r.last_stream_seq,
+                &serde_json::to_value(&r.progress).expect("progress serialises"),
             ],
         )
         .await?;

@@ -54,6 +54,8 @@ pub struct UsageDelta {
 pub struct TopupRow {
     pub account_id: String,
     pub status: &'static str,
+    /// What `status` is derived from.
+    pub progress: ledger_schemas::TopupProgress,
     pub bucket: Option<String>,
     pub amount_usd: Option<Decimal>,
     pub amount_inr_paise: Option<i64>,
@@ -314,21 +316,9 @@ pub struct TopupsFold {
     pub dirty: std::collections::BTreeSet<uuid::Uuid>,
 }
 
-/// The top-up an event concerns, if any.
+/// The top-up an event concerns, if any: every event on a top-up subject.
 pub fn topup_of(e: &EventEnvelope) -> Option<uuid::Uuid> {
-    match &e.body {
-        EventData::TopupQuoted(t) => Some(t.topup_id.uuid()),
-        EventData::GatewayOrderCreated(t) => Some(t.topup_id.uuid()),
-        EventData::PaymentObserved(t) => Some(t.topup_id.uuid()),
-        EventData::PaymentCaptured(t) => Some(t.topup_id.uuid()),
-        EventData::PaymentFailed(t) => Some(t.topup_id.uuid()),
-        EventData::TopupQuarantined(t) => Some(t.topup_id.uuid()),
-        EventData::RefundProcessed(t) => Some(t.topup_id.uuid()),
-        EventData::CreditsGranted(g) if g.source == GrantSource::Topup => {
-            g.topup_id.map(|t| t.uuid())
-        }
-        _ => None,
-    }
+    e.body.topup_id().map(|t| t.uuid())
 }
 
 impl TopupsFold {
@@ -344,6 +334,7 @@ impl TopupsFold {
                 TopupRow {
                     account_id: e.account_id.to_string(),
                     status: "quoted",
+                    progress: Default::default(),
                     bucket: Some(q.bucket.to_string()),
                     amount_usd: Some(q.amount_usd.get()),
                     amount_inr_paise: Some(q.amount_inr_paise.get()),
@@ -361,37 +352,27 @@ impl TopupsFold {
             return Ok(());
         }
         let Some(row) = self.rows.get_mut(&id) else {
-            // A grant for a top-up this model never saw quoted (for example
-            // one granted by an operator): nothing to update.
-            return Ok(());
+            return Err(FoldError::Inconsistent {
+                seq,
+                reason: format!("{} for top-up {id}, which was never quoted", e.event_type()),
+            });
         };
         match &e.body {
-            EventData::GatewayOrderCreated(o) => {
-                row.order_id = Some(o.order_id.clone());
-                row.status = "awaiting_payment";
+            EventData::GatewayOrderCreated(o) => row.order_id = Some(o.order_id.clone()),
+            EventData::PaymentObserved(p) if row.payment_id.is_none() => {
+                row.method = p.method.clone().or(row.method.take());
             }
-            EventData::PaymentObserved(p) => {
+            EventData::PaymentFailed(p) if row.payment_id.is_none() => {
                 row.method = p.method.clone().or(row.method.take());
             }
             EventData::PaymentCaptured(p) => {
                 row.payment_id = Some(p.payment_id.clone());
                 row.method = Some(p.method.clone());
-                row.status = "captured";
-            }
-            EventData::PaymentFailed(p) => {
-                if row.status == "awaiting_payment" || row.status == "quoted" {
-                    row.status = "failed";
-                }
-                row.method = p.method.clone().or(row.method.take());
-            }
-            EventData::TopupQuarantined(_) => row.status = "quarantined",
-            EventData::RefundProcessed(_) => row.status = "refunded",
-            EventData::CreditsGranted(g) => {
-                row.status = "credited";
-                row.payment_id = g.payment_id.clone().or(row.payment_id.take());
             }
             _ => {}
         }
+        row.progress.apply(&e.body);
+        row.status = row.progress.status().as_str();
         row.updated_at = at;
         row.last_stream_seq = seq as i64;
         self.dirty.insert(id);

@@ -100,6 +100,46 @@ pub struct AdjustRequest {
     pub reason: Text,
 }
 
+/// Takes back the credits of a refunded or disputed top-up payment. Sent by
+/// the gateway; a reversal may leave a bucket in debt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReverseRequest {
+    pub idempotency_key: IdempotencyKey,
+    pub account_id: AccountId,
+    pub bucket: Bucket,
+    pub credits: Credits,
+    /// Razorpay's refund id, or the dispute id for a chargeback.
+    pub refund_id: String,
+    pub topup_id: Id,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<String>,
+}
+
+/// `POST /v1/accounts/{id}/topups`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTopupRequest {
+    /// At least `"1.00"`, at most the configured maximum.
+    pub amount_usd: UsdAmount,
+    /// The bucket to credit; `general` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<Bucket>,
+    /// Prefilled on Razorpay's payment page.
+    pub phone: Phone,
+}
+
+/// `POST /v1/topups/{topup_id}/checkout`: what Razorpay Checkout's success
+/// handler receives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutRequest {
+    pub razorpay_payment_id: String,
+    pub razorpay_order_id: String,
+    /// `HMAC_SHA256(order_id + "|" + payment_id, key_secret)`, lowercase hex.
+    pub razorpay_signature: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetBalanceRequest {

@@ -19,6 +19,10 @@ pub enum ErrorCode {
     IdempotencyConflict,
     ReservationNotFound,
     ReservationClosed,
+    /// No top-up has the id.
+    UnknownTopup,
+    /// A Razorpay signature (checkout callback or webhook) did not verify.
+    InvalidSignature,
     Unauthorized,
     Forbidden,
     /// A concurrent write won; retrying the same request is safe.
@@ -39,6 +43,8 @@ impl ErrorCode {
             ErrorCode::IdempotencyConflict => "idempotency_conflict",
             ErrorCode::ReservationNotFound => "reservation_not_found",
             ErrorCode::ReservationClosed => "reservation_closed",
+            ErrorCode::UnknownTopup => "unknown_topup",
+            ErrorCode::InvalidSignature => "invalid_signature",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::ConflictRetry => "conflict_retry",

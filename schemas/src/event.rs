@@ -397,8 +397,60 @@ pub struct RefundProcessed {
     pub payment_id: String,
     pub refund_id: String,
     pub amount_inr_paise: Paise,
-    /// Credits reversed for this refund, in proportion to the refunded paise.
+    /// Credits reversed for this refund, in proportion to the refunded paise
+    /// (zero for the refund of a payment that was never credited, such as a
+    /// second payment on an already paid order).
     pub credits: Credits,
+}
+
+/// Credits for a top-up's captured payment were granted on the account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TopupCredited {
+    pub topup_id: Id,
+    pub payment_id: String,
+    pub bucket: Bucket,
+    pub credits: Credits,
+    /// The stream sequence of the `credits_granted` event on the account.
+    pub grant_stream_seq: u64,
+}
+
+/// A captured payment was disputed (a chargeback was raised): its credits, in
+/// proportion to the disputed paise, are taken back from the account while the
+/// dispute is open.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DisputeOpened {
+    pub topup_id: Id,
+    pub payment_id: String,
+    pub dispute_id: String,
+    pub amount_inr_paise: Paise,
+    /// Credits held (reversed on the account) until the dispute closes.
+    pub credits_held: Credits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DisputeOutcome {
+    /// The merchant won: the held credits are granted back.
+    Won,
+    /// The customer's bank won: the held credits stay reversed.
+    Lost,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DisputeClosed {
+    pub topup_id: Id,
+    pub payment_id: String,
+    pub dispute_id: String,
+    pub outcome: DisputeOutcome,
+    /// Credits granted back (the held credits when won, zero when lost).
+    pub credits_returned: Credits,
+}
+
+/// No payment was captured in the configured time; the top-up is still
+/// reconciled, so a late payment is credited all the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TopupAbandoned {
+    pub topup_id: Id,
 }
 
 /// Declares `EventData` (`type` + `data`) and `EventType` from one list, so the
@@ -480,6 +532,40 @@ events! {
     PaymentFailed(PaymentFailed) = "payment_failed",
     TopupQuarantined(TopupQuarantined) = "topup_quarantined",
     RefundProcessed(RefundProcessed) = "refund_processed",
+    TopupCredited(TopupCredited) = "topup_credited",
+    DisputeOpened(DisputeOpened) = "dispute_opened",
+    DisputeClosed(DisputeClosed) = "dispute_closed",
+    TopupAbandoned(TopupAbandoned) = "topup_abandoned",
+}
+
+impl EventData {
+    /// The top-up of an event stored on a top-up subject
+    /// (`ledger.events.topup.<topup_id>`); `None` for account events.
+    pub fn topup_id(&self) -> Option<Id> {
+        match self {
+            EventData::TopupQuoted(t) => Some(t.topup_id),
+            EventData::GatewayOrderCreated(t) => Some(t.topup_id),
+            EventData::PaymentObserved(t) => Some(t.topup_id),
+            EventData::PaymentCaptured(t) => Some(t.topup_id),
+            EventData::PaymentFailed(t) => Some(t.topup_id),
+            EventData::TopupQuarantined(t) => Some(t.topup_id),
+            EventData::RefundProcessed(t) => Some(t.topup_id),
+            EventData::TopupCredited(t) => Some(t.topup_id),
+            EventData::DisputeOpened(t) => Some(t.topup_id),
+            EventData::DisputeClosed(t) => Some(t.topup_id),
+            EventData::TopupAbandoned(t) => Some(t.topup_id),
+            EventData::AccountOpened(_)
+            | EventData::CreditsGranted(_)
+            | EventData::CreditsConsumed(_)
+            | EventData::UsageRejected(_)
+            | EventData::CreditsReserved(_)
+            | EventData::ReservationCaptured(_)
+            | EventData::ReservationReleased(_)
+            | EventData::CreditsTransferred(_)
+            | EventData::CreditsReversed(_)
+            | EventData::CreditsAdjusted(_) => None,
+        }
+    }
 }
 
 impl fmt::Display for EventType {

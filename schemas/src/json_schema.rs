@@ -108,7 +108,10 @@ pub fn all() -> Vec<(String, Value)> {
     add("commands/release.json", root::<ReleaseRequest>());
     add("commands/transfer.json", root::<TransferRequest>());
     add("commands/adjust.json", root::<AdjustRequest>());
+    add("commands/reverse.json", root::<ReverseRequest>());
     add("commands/get_balance.json", root::<GetBalanceRequest>());
+    add("http/create_topup.json", root::<CreateTopupRequest>());
+    add("http/checkout.json", root::<CheckoutRequest>());
     add("replies/command_reply.json", root::<CommandReply>());
     add("replies/balance_reply.json", root::<BalanceReply>());
     add("usage/usage_message.json", root::<UsageMessage>());

@@ -17,6 +17,7 @@ pub mod error;
 pub mod event;
 pub mod json_schema;
 pub mod time;
+pub mod topup;
 pub mod usage;
 pub mod values;
 
@@ -25,5 +26,6 @@ pub use command::*;
 pub use error::{ErrorBody, ErrorCode, ErrorObject};
 pub use event::*;
 pub use time::Timestamp;
+pub use topup::{TopupProgress, TopupStatus};
 pub use usage::UsageMessage;
 pub use values::*;

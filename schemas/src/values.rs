@@ -143,6 +143,15 @@ fn check_bucket(s: &str) -> Result<(), &'static str> {
     }
 }
 
+fn check_phone(s: &str) -> Result<(), &'static str> {
+    let digits = s.strip_prefix('+').unwrap_or(s);
+    if (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err("must be an optional '+' and 8 to 15 digits, without spaces or separators")
+    }
+}
+
 /// Printable ASCII without spaces, 1–128 characters: safe as a NATS header
 /// value and as a key in any index.
 fn check_key(s: &str) -> Result<(), &'static str> {
@@ -177,6 +186,12 @@ string_value!(
     /// A service's own id for one usage (its `Nats-Msg-Id` on the intake).
     UsageId, "usage_id", check_key,
     {"type": "string", "pattern": "^[\\x21-\\x7e]{1,128}$"}
+);
+string_value!(
+    /// A customer's phone number for the payment page: an optional '+' and 8
+    /// to 15 digits (E.164 without separators).
+    Phone, "phone", check_phone,
+    {"type": "string", "pattern": "^\\+?[0-9]{8,15}$"}
 );
 
 impl Bucket {

@@ -90,7 +90,7 @@ pub fn body_or_error(body: Result<Bytes, BytesRejection>, max: usize) -> Result<
     })
 }
 
-fn path_account(raw: &str) -> Result<AccountId, ApiError> {
+pub fn path_account(raw: &str) -> Result<AccountId, ApiError> {
     AccountId::parse(raw).map_err(|e| {
         ApiError(Box::new(
             ErrorBody::new(
@@ -248,7 +248,7 @@ async fn command(
         | CommandName::Reserve
         | CommandName::Capture
         | CommandName::Release => Action::Spend,
-        CommandName::Grant | CommandName::Adjust => Action::Operate,
+        CommandName::Grant | CommandName::Adjust | CommandName::Reverse => Action::Operate,
         CommandName::Transfer => Action::Transfer,
         CommandName::GetBalance => Action::ReadAccount,
     };

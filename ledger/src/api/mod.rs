@@ -28,11 +28,12 @@ pub enum CommandName {
     Transfer,
     Grant,
     Adjust,
+    Reverse,
     GetBalance,
 }
 
 impl CommandName {
-    pub const ALL: [CommandName; 9] = [
+    pub const ALL: [CommandName; 10] = [
         CommandName::OpenAccount,
         CommandName::Consume,
         CommandName::Reserve,
@@ -41,6 +42,7 @@ impl CommandName {
         CommandName::Transfer,
         CommandName::Grant,
         CommandName::Adjust,
+        CommandName::Reverse,
         CommandName::GetBalance,
     ];
 
@@ -54,6 +56,7 @@ impl CommandName {
             CommandName::Transfer => "transfer",
             CommandName::Grant => "grant",
             CommandName::Adjust => "adjust",
+            CommandName::Reverse => "reverse",
             CommandName::GetBalance => "get_balance",
         }
     }
@@ -151,6 +154,13 @@ keyed!(GrantRequest, |r| Command::Grant {
     payment_id: r.payment_id,
     reason: r.reason,
 });
+keyed!(ReverseRequest, |r| Command::Reverse {
+    refund_id: r.refund_id,
+    topup_id: r.topup_id,
+    payment_id: r.payment_id,
+    bucket: r.bucket,
+    credits: r.credits,
+});
 keyed!(AdjustRequest, |r| Command::Adjust {
     bucket: r.bucket,
     delta: r.delta,
@@ -187,6 +197,7 @@ pub fn parse(name: CommandName, body: &[u8], actor: &Actor) -> Result<Parsed, Bo
         CommandName::Transfer => keyed::<TransferRequest>(name, body, actor),
         CommandName::Grant => keyed::<GrantRequest>(name, body, actor),
         CommandName::Adjust => keyed::<AdjustRequest>(name, body, actor),
+        CommandName::Reverse => keyed::<ReverseRequest>(name, body, actor),
         CommandName::GetBalance => {
             let r: GetBalanceRequest = decode_request(body)?;
             Ok(Parsed::Balance(r.account_id))
@@ -215,8 +226,12 @@ pub async fn run(engine: &Engine, parsed: Parsed) -> Result<Vec<u8>, Arc<ErrorBo
 /// The HTTP status of each error code.
 pub fn status_of(code: ErrorCode) -> StatusCode {
     match code {
-        ErrorCode::InvalidRequest | ErrorCode::UnknownService => StatusCode::BAD_REQUEST,
-        ErrorCode::UnknownAccount | ErrorCode::ReservationNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::InvalidRequest | ErrorCode::UnknownService | ErrorCode::InvalidSignature => {
+            StatusCode::BAD_REQUEST
+        }
+        ErrorCode::UnknownAccount | ErrorCode::ReservationNotFound | ErrorCode::UnknownTopup => {
+            StatusCode::NOT_FOUND
+        }
         ErrorCode::AccountExists | ErrorCode::ReservationClosed | ErrorCode::ConflictRetry => {
             StatusCode::CONFLICT
         }

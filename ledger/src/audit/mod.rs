@@ -16,20 +16,6 @@ use ledger_schemas::*;
 
 pub use verify::{Finding, Record, Verifier};
 
-/// The top-up a top-up subject's event belongs to.
-pub fn topup_id_of(data: &EventData) -> Option<Id> {
-    match data {
-        EventData::TopupQuoted(t) => Some(t.topup_id),
-        EventData::GatewayOrderCreated(t) => Some(t.topup_id),
-        EventData::PaymentObserved(t) => Some(t.topup_id),
-        EventData::PaymentCaptured(t) => Some(t.topup_id),
-        EventData::PaymentFailed(t) => Some(t.topup_id),
-        EventData::TopupQuarantined(t) => Some(t.topup_id),
-        EventData::RefundProcessed(t) => Some(t.topup_id),
-        _ => None,
-    }
-}
-
 /// Prints progress on a terminal (events/s, time left); silent otherwise.
 #[derive(Debug)]
 pub struct Progress {

@@ -183,7 +183,9 @@ impl Verifier {
         let account_subject = format!("{}.acct.{}", self.prefix, envelope.account_id);
         let topup_subject = |id: &Id| format!("{}.topup.{id}", self.prefix);
         let subject_ok = r.subject == account_subject
-            || crate::audit::topup_id_of(&envelope.body)
+            || envelope
+                .body
+                .topup_id()
                 .is_some_and(|t| r.subject == topup_subject(&t));
         if !subject_ok {
             self.find(

@@ -179,7 +179,11 @@ impl Account {
             | EventData::PaymentCaptured(_)
             | EventData::PaymentFailed(_)
             | EventData::TopupQuarantined(_)
-            | EventData::RefundProcessed(_) => {}
+            | EventData::RefundProcessed(_)
+            | EventData::TopupCredited(_)
+            | EventData::DisputeOpened(_)
+            | EventData::DisputeClosed(_)
+            | EventData::TopupAbandoned(_) => {}
         }
     }
 

@@ -99,6 +99,10 @@ pub fn postings_for(account: &AccountId, event: &EventData) -> Vec<Posting> {
         | EventData::PaymentCaptured(_)
         | EventData::PaymentFailed(_)
         | EventData::TopupQuarantined(_)
-        | EventData::RefundProcessed(_) => Vec::new(),
+        | EventData::RefundProcessed(_)
+        | EventData::TopupCredited(_)
+        | EventData::DisputeOpened(_)
+        | EventData::DisputeClosed(_)
+        | EventData::TopupAbandoned(_) => Vec::new(),
     }
 }

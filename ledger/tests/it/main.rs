@@ -9,3 +9,4 @@ mod intake;
 mod projections;
 mod store;
 mod support;
+mod topups;

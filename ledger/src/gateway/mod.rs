@@ -1,0 +1,758 @@
+//! `ledger serve --role gateway`: Razorpay top-ups end to end.
+//!
+//! The pure parts (quotes, rounding, signatures, the top-up aggregate and the
+//! rule that moves it) live in `ledger-gateway-adapter`; this module runs
+//! them against the event store, the ledger's command service and Razorpay:
+//!
+//! - creating a top-up records `topup_quoted`, creates the Razorpay order
+//!   (receipt = top-up id; retried inside the request without a second
+//!   order) and records `gateway_order_created`;
+//! - the checkout callback, webhooks and the reconciliation poller all call
+//!   [`Gateway::sync`], which re-fetches the order's payments from Razorpay
+//!   and applies [`next_step`] until nothing is left to do;
+//! - grants and reversals go to the command service over NATS
+//!   (`ledger.cmd.grant`, `ledger.cmd.reverse`) with keys derived from
+//!   Razorpay's ids, so a repeated step changes nothing.
+
+pub mod http;
+pub mod poller;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use deadpool_postgres::Pool;
+use ledger_gateway_adapter::fx::{QuoteProvider, RateSource};
+use ledger_gateway_adapter::money::{credits_for, inr_paise};
+use ledger_gateway_adapter::razorpay::{self, RazorpayError};
+use ledger_gateway_adapter::reconcile::Schedule;
+use ledger_gateway_adapter::topup::{Effect, Observed, Topup, next_step};
+use ledger_schemas::*;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+use crate::config::{Config, Secret};
+use crate::domain::Catalog;
+use crate::store::{AppendMessage, EventStore, StoreError, batch, read};
+
+/// The actor on every event the gateway records or causes.
+pub const ACTOR: &str = "gateway:razorpay";
+/// Steps one sync may take before it stops (each records one event).
+const SYNC_STEPS_MAX: usize = 64;
+/// How long one append or command request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Razorpay's side: configured, or not (then top-ups answer `unavailable`).
+#[derive(Debug, Clone)]
+struct Razorpay {
+    client: razorpay::Client,
+    key_id: String,
+    key_secret: Secret,
+    webhook_secret: Secret,
+    fx: QuoteProvider,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub credits_per_usd: Decimal,
+    pub usd_min: UsdAmount,
+    pub usd_max: UsdAmount,
+    pub abandon_after: Duration,
+    pub schedule: Schedule,
+    pub tick: Duration,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        let usd_max = UsdAmount::parse(&config.topup_usd_max)
+            .map_err(|e| anyhow::anyhow!("topup_usd_max {}", e.rule))?;
+        let usd_min = UsdAmount::parse("1.00").expect("a valid amount");
+        anyhow::ensure!(usd_max >= usd_min, "topup_usd_max must be at least 1.00");
+        let credits_per_usd: Decimal = config
+            .credits_per_usd
+            .parse()
+            .context("credits_per_usd must be a decimal")?;
+        credits_for(usd_min, credits_per_usd).context("credits_per_usd")?;
+        Ok(Settings {
+            credits_per_usd,
+            usd_min,
+            usd_max,
+            abandon_after: Duration::from_secs(config.topup_abandon_after_s),
+            schedule: Schedule {
+                first: Duration::from_secs(config.reconcile_first_s),
+                interval_max: Duration::from_secs(config.reconcile_interval_max_s),
+                horizon: Duration::from_secs(config.reconcile_horizon_s),
+            },
+            tick: Duration::from_millis(config.reconcile_tick_ms.max(10)),
+        })
+    }
+}
+
+fn razorpay_from(config: &Config) -> anyhow::Result<Option<Razorpay>> {
+    let (Some(base), Some(key_id), Some(key_secret), Some(webhook_secret)) = (
+        &config.razorpay_base_url,
+        &config.razorpay_key_id,
+        &config.razorpay_key_secret,
+        &config.razorpay_webhook_secret,
+    ) else {
+        return Ok(None);
+    };
+    let source = match (&config.fx_rate_file, &config.fx_usd_inr) {
+        (Some(file), _) => RateSource::File(file.into()),
+        (None, Some(rate)) => RateSource::Fixed(
+            rate.parse()
+                .with_context(|| format!("fx_usd_inr '{rate}' is not a decimal"))?,
+        ),
+        (None, None) => anyhow::bail!(
+            "Razorpay is configured but no FX rate is: set fx_usd_inr or fx_rate_file"
+        ),
+    };
+    Ok(Some(Razorpay {
+        client: razorpay::Client::new(
+            base,
+            key_id,
+            key_secret.expose(),
+            Duration::from_millis(config.razorpay_timeout_ms),
+        ),
+        key_id: key_id.clone(),
+        key_secret: key_secret.clone(),
+        webhook_secret: webhook_secret.clone(),
+        fx: QuoteProvider {
+            source,
+            spread_bps: config.fx_spread_bps,
+            quote_ttl: Duration::from_secs(config.fx_quote_ttl_s),
+            file_age_max: Duration::from_secs(config.fx_rate_file_age_max_s),
+        },
+    }))
+}
+
+/// Why a sync or a request did not finish; every variant is safe to retry
+/// except `Refused`.
+fn unavailable(what: impl std::fmt::Display) -> Box<ErrorBody> {
+    Box::new(ErrorBody::new(
+        ErrorCode::Unavailable,
+        format!("{what}; retrying is safe."),
+    ))
+}
+
+fn internal(what: impl std::fmt::Display) -> Box<ErrorBody> {
+    Box::new(ErrorBody::new(ErrorCode::Internal, what.to_string()))
+}
+
+fn from_razorpay(e: RazorpayError) -> Box<ErrorBody> {
+    match e {
+        RazorpayError::Unavailable(d) => unavailable(format!("Razorpay is unavailable ({d})")),
+        RazorpayError::Refused {
+            status,
+            code,
+            description,
+        } => internal(format!(
+            "Razorpay refused the request ({status} {code}: {description})"
+        )),
+    }
+}
+
+fn invalid(field: &str, message: impl Into<String>, rule: &str) -> Box<ErrorBody> {
+    Box::new(
+        ErrorBody::new(ErrorCode::InvalidRequest, message)
+            .with_detail("field", field)
+            .with_detail("rule", rule),
+    )
+}
+
+/// A top-up with where its log ends.
+struct Loaded {
+    topup: Topup,
+    last_seq: u64,
+    chain: ChainHash,
+}
+
+/// Hints from a webhook: disputes to look at.
+#[derive(Debug, Clone, Default)]
+pub struct Hints {
+    pub dispute_ids: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: EventStore,
+    prefix: String,
+    pool: Pool,
+    catalog: Catalog,
+    razorpay: Option<Razorpay>,
+    settings: Settings,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("razorpay", &self.inner.razorpay.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    pub fn new(config: &Config, store: EventStore, pool: Pool) -> anyhow::Result<Self> {
+        let razorpay = razorpay_from(config)?;
+        if razorpay.is_none() {
+            tracing::warn!("Razorpay is not configured: top-up endpoints answer unavailable");
+        }
+        Ok(Gateway {
+            inner: Arc::new(Inner {
+                store,
+                prefix: config.subject_prefix.clone(),
+                pool,
+                catalog: config.catalog()?,
+                razorpay,
+                settings: Settings::from_config(config)?,
+            }),
+        })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    fn razorpay(&self) -> Result<&Razorpay, Box<ErrorBody>> {
+        self.inner.razorpay.as_ref().ok_or_else(|| {
+            Box::new(
+                ErrorBody::new(
+                    ErrorCode::Unavailable,
+                    "Top-ups are not configured on this service (no Razorpay settings).",
+                )
+                .with_detail("setting", "razorpay_base_url"),
+            )
+        })
+    }
+
+    fn subject(&self, id: Id) -> String {
+        format!("{}.topup.{id}", self.inner.store.settings().prefix)
+    }
+
+    async fn load(&self, id: Id) -> Result<Option<Loaded>, Box<ErrorBody>> {
+        let events = read::events_after(
+            self.inner.store.stream(),
+            &self.subject(id),
+            0,
+            ChainHash::GENESIS,
+        )
+        .await
+        .map_err(|e| match e {
+            StoreError::Corrupt(d) => internal(format!("the top-up's log is corrupt: {d}")),
+            other => unavailable(other),
+        })?;
+        let Some(last) = events.last() else {
+            return Ok(None);
+        };
+        let (last_seq, chain) = (last.seq, last.chain);
+        let topup = Topup::from_events(events.iter().map(|e| &e.envelope))
+            .map_err(internal)?
+            .ok_or_else(|| internal("an empty top-up log"))?;
+        Ok(Some(Loaded {
+            topup,
+            last_seq,
+            chain,
+        }))
+    }
+
+    /// Appends one event to a top-up's subject after `last_seq`. `Ok(false)`
+    /// when another writer got there first (reload and decide again).
+    async fn append(
+        &self,
+        account: &AccountId,
+        id: Id,
+        last_seq: u64,
+        chain: ChainHash,
+        data: EventData,
+        causation: &str,
+    ) -> Result<bool, Box<ErrorBody>> {
+        let now = Timestamp::now();
+        let envelope = EventEnvelope {
+            event_id: Id::new_v7(),
+            body: data,
+            schema_version: SCHEMA_VERSION,
+            account_id: account.clone(),
+            occurred_at: now,
+            recorded_at: now,
+            idempotency_key: None,
+            correlation_id: Some(id.to_string()),
+            causation_id: Some(causation.to_owned()),
+            actor: Actor::parse(ACTOR).expect("a valid actor"),
+            request_hash: None,
+            postings: Vec::new(),
+        };
+        let payload = Bytes::from(serde_json::to_vec(&envelope).expect("events serialise"));
+        let message = AppendMessage {
+            subject: self.subject(id),
+            event_id: envelope.event_id.to_string(),
+            event_type: envelope.event_type().as_str(),
+            chain: chain.next(&payload).to_hex(),
+            payload,
+            expected_last_subject_seq: Some(last_seq),
+        };
+        match batch::append(self.inner.store.client(), &[message], REQUEST_TIMEOUT).await {
+            Ok(_) => Ok(true),
+            // A timeout may or may not have stored it: reloading tells.
+            Err(StoreError::Conflict { .. }) | Err(StoreError::Timeout(_)) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Sends a command to the ledger's command service.
+    async fn command<T: serde::Serialize>(
+        &self,
+        name: &str,
+        request: &T,
+    ) -> Result<CommandReply, Box<ErrorBody>> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(crate::api::nats::ACTOR_HEADER, ACTOR);
+        let body = serde_json::to_vec(request).expect("requests serialise");
+        let reply = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            self.inner.store.client().request_with_headers(
+                format!("{}.cmd.{name}", self.inner.prefix),
+                headers,
+                body.into(),
+            ),
+        )
+        .await
+        .map_err(|_| unavailable("the ledger's command service did not answer"))?
+        .map_err(|e| unavailable(format!("the ledger's command service: {e}")))?;
+        if let Ok(r) = serde_json::from_slice::<CommandReply>(&reply.payload) {
+            return Ok(r);
+        }
+        let e: ErrorBody = serde_json::from_slice(&reply.payload)
+            .map_err(|e| internal(format!("an unreadable reply from the ledger: {e}")))?;
+        Err(Box::new(e))
+    }
+
+    /// What Razorpay says about a top-up now.
+    async fn observe(&self, t: &Topup, hints: &Hints) -> Result<Observed, Box<ErrorBody>> {
+        let rp = self.razorpay()?;
+        let mut observed = Observed::default();
+        let Some(order) = &t.order else {
+            observed.order = rp
+                .client
+                .order_by_receipt(&t.id().to_string())
+                .await
+                .map_err(from_razorpay)?;
+            return Ok(observed);
+        };
+        observed.payments = rp
+            .client
+            .order_payments(&order.order_id)
+            .await
+            .map_err(from_razorpay)?;
+        if let (Some(c), Some(_)) = (&t.captured, &t.credited) {
+            observed.refunds = rp
+                .client
+                .payment_refunds(&c.payment_id)
+                .await
+                .map_err(from_razorpay)?;
+            let mut ids: Vec<&String> = hints.dispute_ids.iter().collect();
+            ids.extend(
+                t.disputes
+                    .iter()
+                    .filter(|(_, (_, closed))| closed.is_none())
+                    .map(|(id, _)| id),
+            );
+            ids.sort();
+            ids.dedup();
+            for id in ids {
+                observed
+                    .disputes
+                    .push(rp.client.dispute(id).await.map_err(from_razorpay)?);
+            }
+        }
+        Ok(observed)
+    }
+
+    /// Brings a top-up up to date with Razorpay; `None` when there is no such
+    /// top-up. `cause` names what asked (checkout, a webhook's event id, the
+    /// poller) and is recorded as the events' causation.
+    pub async fn sync(
+        &self,
+        id: Id,
+        hints: &Hints,
+        cause: &str,
+    ) -> Result<Option<Topup>, Box<ErrorBody>> {
+        let mut observed: Option<(Option<String>, Observed)> = None;
+        for _ in 0..SYNC_STEPS_MAX {
+            let Some(Loaded {
+                topup,
+                last_seq,
+                chain,
+            }) = self.load(id).await?
+            else {
+                return Ok(None);
+            };
+            let order = topup.order.as_ref().map(|o| o.order_id.clone());
+            let fresh = match observed.take() {
+                Some((for_order, o)) if for_order == order => o,
+                _ => self.observe(&topup, hints).await?,
+            };
+            let Some(step) = next_step(
+                &topup,
+                &fresh,
+                Timestamp::now(),
+                self.inner.settings.abandon_after,
+            ) else {
+                return Ok(Some(topup));
+            };
+            let mut record = step.record;
+            let mut refetch = false;
+            match step.effect {
+                None => {}
+                Some(Effect::Grant {
+                    key,
+                    credits,
+                    reason,
+                }) => {
+                    let payment_id = topup.captured.as_ref().map(|c| c.payment_id.clone());
+                    let reply = self
+                        .command(
+                            "grant",
+                            &GrantRequest {
+                                idempotency_key: IdempotencyKey::parse(key)
+                                    .map_err(|e| internal(format!("a grant key: {}", e.rule)))?,
+                                account_id: topup.account.clone(),
+                                bucket: topup.quote.bucket.clone(),
+                                credits,
+                                source: GrantSource::Topup,
+                                reason: reason.and_then(|r| Text::parse(r).ok()),
+                                topup_id: Some(id),
+                                payment_id,
+                            },
+                        )
+                        .await?;
+                    if let EventData::TopupCredited(c) = &mut record {
+                        c.grant_stream_seq = reply.stream_seq;
+                    }
+                }
+                Some(Effect::Reverse {
+                    key,
+                    refund_id,
+                    credits,
+                }) => {
+                    self.command(
+                        "reverse",
+                        &ReverseRequest {
+                            idempotency_key: IdempotencyKey::parse(key)
+                                .map_err(|e| internal(format!("a reversal key: {}", e.rule)))?,
+                            account_id: topup.account.clone(),
+                            bucket: topup.quote.bucket.clone(),
+                            credits,
+                            refund_id,
+                            topup_id: id,
+                            payment_id: topup.captured.as_ref().map(|c| c.payment_id.clone()),
+                        },
+                    )
+                    .await?;
+                }
+                Some(Effect::Refund {
+                    payment_id,
+                    amount_inr_paise,
+                    key,
+                }) => {
+                    let refund = self
+                        .razorpay()?
+                        .client
+                        .refund(&payment_id, amount_inr_paise.get(), &key)
+                        .await
+                        .map_err(from_razorpay)?;
+                    if let EventData::RefundProcessed(r) = &mut record {
+                        r.refund_id = refund.id;
+                    }
+                    refetch = true;
+                }
+            }
+            let stored = self
+                .append(&topup.account, id, last_seq, chain, record, cause)
+                .await?;
+            if stored && !refetch {
+                observed = Some((order, fresh));
+            }
+        }
+        Err(internal(format!(
+            "top-up {id} still had steps left after {SYNC_STEPS_MAX}"
+        )))
+    }
+
+    /// `POST /v1/accounts/{id}/topups`.
+    pub async fn create(
+        &self,
+        account: &AccountId,
+        request: CreateTopupRequest,
+        actor: &Actor,
+    ) -> Result<Value, Box<ErrorBody>> {
+        let s = &self.inner.settings;
+        if request.amount_usd < s.usd_min || request.amount_usd > s.usd_max {
+            return Err(Box::new(
+                ErrorBody::new(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "amount_usd must be from {} to {}.",
+                        s.usd_min.get(),
+                        s.usd_max.get()
+                    ),
+                )
+                .with_detail("field", "amount_usd")
+                .with_detail("limit", "topup_usd_max"),
+            ));
+        }
+        let bucket = request.bucket.clone().unwrap_or_else(Bucket::general);
+        if !bucket.is_general()
+            && !self
+                .inner
+                .catalog
+                .services()
+                .any(|svc| svc.as_str() == bucket.as_str())
+        {
+            return Err(Box::new(
+                ErrorBody::new(
+                    ErrorCode::UnknownService,
+                    format!("There is no bucket '{bucket}'."),
+                )
+                .with_detail("field", "bucket"),
+            ));
+        }
+        let rp = self.razorpay()?;
+        // The account must exist: the command service is the authority.
+        let balance = self
+            .inner
+            .store
+            .client()
+            .request(
+                format!("{}.cmd.get_balance", self.inner.prefix),
+                serde_json::to_vec(&json!({"account_id": account}))
+                    .expect("requests serialise")
+                    .into(),
+            )
+            .await
+            .map_err(|e| unavailable(format!("the ledger's command service: {e}")))?;
+        if let Ok(e) = serde_json::from_slice::<ErrorBody>(&balance.payload) {
+            return Err(Box::new(e));
+        }
+        let now = Timestamp::now();
+        let quote = rp
+            .fx
+            .quote(now)
+            .map_err(|e| unavailable(format!("no FX quote ({e})")))?;
+        let paise = inr_paise(request.amount_usd, quote.rate)
+            .map_err(|e| invalid("amount_usd", e.to_string(), "range"))?;
+        if paise.get() < 100 {
+            return Err(invalid(
+                "amount_usd",
+                "The amount converts to less than INR 1.00, Razorpay's minimum.",
+                "razorpay_minimum",
+            ));
+        }
+        let credits = credits_for(request.amount_usd, s.credits_per_usd)
+            .map_err(|e| invalid("amount_usd", e.to_string(), "range"))?;
+        let id = Id::new_v7();
+        let quoted = EventData::TopupQuoted(TopupQuoted {
+            topup_id: id,
+            bucket,
+            amount_usd: request.amount_usd,
+            amount_inr_paise: paise,
+            fx_rate: quote.rate.to_string(),
+            fx_source: quote.source.clone(),
+            fx_quoted_at: quote.quoted_at,
+            quote_id: quote.id,
+            quote_expires_at: quote.expires_at,
+            credits,
+            credits_per_usd: s.credits_per_usd.normalize().to_string(),
+        });
+        let cause = format!("create:{}", actor.as_str());
+        if !self
+            .append(account, id, 0, ChainHash::GENESIS, quoted, &cause)
+            .await?
+        {
+            return Err(unavailable("the top-up could not be recorded"));
+        }
+        self.track(id, account, now).await?;
+        let notes = json!({"topup_id": id, "account_id": account, "phone": request.phone});
+        let order = rp
+            .client
+            .create_order(paise.get(), &id.to_string(), notes)
+            .await
+            .map_err(|e| {
+                let mut body = from_razorpay(e);
+                body.error
+                    .details
+                    .insert("topup_id".into(), id.to_string().into());
+                body
+            })?;
+        // Record the order (unless the poller found it first).
+        for _ in 0..SYNC_STEPS_MAX {
+            let loaded = self
+                .load(id)
+                .await?
+                .ok_or_else(|| internal("the top-up vanished"))?;
+            if loaded.topup.order.is_some() {
+                break;
+            }
+            let created = EventData::GatewayOrderCreated(GatewayOrderCreated {
+                topup_id: id,
+                order_id: order.id.clone(),
+                amount_inr_paise: paise,
+                currency: order.currency.clone(),
+                receipt: id.to_string(),
+            });
+            if self
+                .append(account, id, loaded.last_seq, loaded.chain, created, &cause)
+                .await?
+            {
+                break;
+            }
+        }
+        self.set_order(id, &order.id).await?;
+        let loaded = self
+            .load(id)
+            .await?
+            .ok_or_else(|| internal("the top-up vanished"))?;
+        Ok(self.view(&loaded.topup))
+    }
+
+    /// `POST /v1/topups/{id}/checkout`: the checkout success handler's data.
+    /// The signature proves the callback came from Checkout; the credits come
+    /// only from what Razorpay's API then shows.
+    pub async fn checkout(
+        &self,
+        topup: &Topup,
+        request: &CheckoutRequest,
+    ) -> Result<Value, Box<ErrorBody>> {
+        let rp = self.razorpay()?;
+        if !ledger_gateway_adapter::signature::checkout_valid(
+            &request.razorpay_order_id,
+            &request.razorpay_payment_id,
+            &request.razorpay_signature,
+            rp.key_secret.expose(),
+        ) {
+            return Err(Box::new(
+                ErrorBody::new(
+                    ErrorCode::InvalidSignature,
+                    "razorpay_signature does not match the order and payment.",
+                )
+                .with_detail("field", "razorpay_signature"),
+            ));
+        }
+        if topup.order.as_ref().map(|o| o.order_id.as_str())
+            != Some(request.razorpay_order_id.as_str())
+        {
+            return Err(invalid(
+                "razorpay_order_id",
+                "razorpay_order_id is not this top-up's order.",
+                "order_mismatch",
+            ));
+        }
+        let cause = format!("checkout:{}", request.razorpay_payment_id);
+        let synced = self
+            .sync(topup.id(), &Hints::default(), &cause)
+            .await?
+            .ok_or_else(|| internal("the top-up vanished"))?;
+        Ok(self.view(&synced))
+    }
+
+    /// A top-up as its own log tells it (not the read model).
+    pub async fn get(&self, id: Id) -> Result<Option<Topup>, Box<ErrorBody>> {
+        Ok(self.load(id).await?.map(|l| l.topup))
+    }
+
+    /// The top-up as the API shows it.
+    pub fn view(&self, t: &Topup) -> Value {
+        let key_id = self.inner.razorpay.as_ref().map(|r| r.key_id.clone());
+        json!({
+            "topup_id": t.id(),
+            "account_id": t.account,
+            "status": t.status(),
+            "bucket": t.quote.bucket,
+            "amount_usd": t.quote.amount_usd,
+            "amount_inr_paise": t.quote.amount_inr_paise,
+            "fx_rate": t.quote.fx_rate,
+            "fx_source": t.quote.fx_source,
+            "quote_id": t.quote.quote_id,
+            "quote_expires_at": t.quote.quote_expires_at,
+            "credits": t.quote.credits,
+            "transaction_id": t.captured.as_ref().map(|c| &c.payment_id),
+            "method": t.captured.as_ref().map(|c| &c.method),
+            "razorpay": {"key_id": key_id, "order_id": t.order.as_ref().map(|o| &o.order_id)},
+            "created_at": t.created_at,
+        })
+    }
+
+    /// Starts polling a new top-up.
+    async fn track(
+        &self,
+        id: Id,
+        account: &AccountId,
+        now: Timestamp,
+    ) -> Result<(), Box<ErrorBody>> {
+        let first = self
+            .inner
+            .settings
+            .schedule
+            .due_after(0)
+            .unwrap_or_default();
+        let next = now.datetime() + chrono::Duration::from_std(first).unwrap_or_default();
+        let conn = self.inner.pool.get().await.map_err(unavailable)?;
+        conn.execute(
+            "INSERT INTO ledger_cmd.topup_polls (topup_id, account_id, created_at, next_poll_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (topup_id) DO NOTHING",
+            &[&id.uuid(), &account.as_str(), &now.datetime(), &next],
+        )
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn set_order(&self, id: Id, order_id: &str) -> Result<(), Box<ErrorBody>> {
+        let conn = self.inner.pool.get().await.map_err(unavailable)?;
+        conn.execute(
+            "UPDATE ledger_cmd.topup_polls SET order_id = $2, updated_at = now() \
+             WHERE topup_id = $1",
+            &[&id.uuid(), &order_id],
+        )
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// The top-up of a Razorpay order.
+    pub async fn topup_of_order(&self, order_id: &str) -> Result<Option<Id>, Box<ErrorBody>> {
+        let conn = self.inner.pool.get().await.map_err(unavailable)?;
+        let row = conn
+            .query_opt(
+                "SELECT topup_id FROM ledger_cmd.topup_polls WHERE order_id = $1",
+                &[&order_id],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(row.and_then(|r| Id::try_from(r.get::<_, uuid::Uuid>(0)).ok()))
+    }
+
+    /// Looks at a top-up again soon (a webhook could not be processed).
+    pub async fn poll_soon(&self, id: Id) -> Result<(), Box<ErrorBody>> {
+        let conn = self.inner.pool.get().await.map_err(unavailable)?;
+        conn.execute(
+            "UPDATE ledger_cmd.topup_polls SET next_poll_at = now() + $2 * interval '1 second', \
+             updated_at = now() WHERE topup_id = $1",
+            &[
+                &id.uuid(),
+                &(self.inner.settings.schedule.first.as_secs_f64()),
+            ],
+        )
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+}
