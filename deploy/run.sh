@@ -1,27 +1,44 @@
 #!/usr/bin/env bash
 # Sets up and runs the ledger locally: installs what is missing, starts the
-# local nats-server and PostgreSQL (deploy/local/start.sh), builds the ledger,
-# starts `ledger serve`, and runs the demo against it. The service keeps
-# running until Ctrl-C; its log is .local/ledger.log.
+# local nats-server and PostgreSQL (deploy/local/start.sh), builds the ledger
+# and the fake Razorpay, starts both, and runs the demo against them: a
+# top-up paid through the fake, credited, some email and SMS usage, balances
+# and history. Both keep running until Ctrl-C; logs are in .local/.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 ./deploy/local/start.sh
-cargo build --release --locked -p ledger
+cargo build --release --locked -p ledger -p ledger-gateway-adapter
 
 export LEDGER_ADMIN_TOKEN="${LEDGER_ADMIN_TOKEN:-local-admin-token}"
 export LEDGER_HTTP_ADDR="${LEDGER_HTTP_ADDR:-127.0.0.1:8080}"
+fake_addr="${FAKE_RAZORPAY_ADDR:-127.0.0.1:8090}"
+# The fake Razorpay's test keys; a real deployment sets its own.
+export LEDGER_RAZORPAY_BASE_URL="http://$fake_addr"
+export LEDGER_RAZORPAY_KEY_ID="${LEDGER_RAZORPAY_KEY_ID:-rzp_test_fake}"
+export LEDGER_RAZORPAY_KEY_SECRET="${LEDGER_RAZORPAY_KEY_SECRET:-fake_secret}"
+export LEDGER_RAZORPAY_WEBHOOK_SECRET="${LEDGER_RAZORPAY_WEBHOOK_SECRET:-fake_webhook_secret}"
+export LEDGER_FX_USD_INR="${LEDGER_FX_USD_INR:-83.12}"
 mkdir -p .local
+
+FAKE_RAZORPAY_KEY_ID="$LEDGER_RAZORPAY_KEY_ID" \
+FAKE_RAZORPAY_KEY_SECRET="$LEDGER_RAZORPAY_KEY_SECRET" \
+FAKE_RAZORPAY_WEBHOOK_URL="http://$LEDGER_HTTP_ADDR/v1/webhooks/razorpay" \
+FAKE_RAZORPAY_WEBHOOK_SECRET="$LEDGER_RAZORPAY_WEBHOOK_SECRET" \
+  ./target/release/fake-razorpay "$fake_addr" >>.local/fake-razorpay.log 2>&1 &
+fake=$!
 ./target/release/ledger serve --role all >>.local/ledger.log 2>&1 &
 service=$!
-trap 'kill $service 2>/dev/null; wait $service 2>/dev/null' EXIT
+trap 'kill $service $fake 2>/dev/null; wait $service $fake 2>/dev/null' EXIT
 for _ in $(seq 1 100); do
   curl -fs "http://$LEDGER_HTTP_ADDR/readyz" >/dev/null 2>&1 && break
   kill -0 "$service" 2>/dev/null || { tail -20 .local/ledger.log >&2; exit 1; }
+  kill -0 "$fake" 2>/dev/null || { tail -20 .local/fake-razorpay.log >&2; exit 1; }
   sleep 0.2
 done
-./target/release/ledger demo --url "http://$LEDGER_HTTP_ADDR"
+./target/release/ledger demo --url "http://$LEDGER_HTTP_ADDR" --fake-razorpay "http://$fake_addr"
 echo
-echo "The ledger is running on http://$LEDGER_HTTP_ADDR (admin token: \$LEDGER_ADMIN_TOKEN)."
-echo "Ctrl-C stops it; deploy/local/stop.sh stops nats-server and PostgreSQL."
+echo "The ledger is running on http://$LEDGER_HTTP_ADDR (admin token: \$LEDGER_ADMIN_TOKEN),"
+echo "the fake Razorpay on http://$fake_addr."
+echo "Ctrl-C stops them; deploy/local/stop.sh stops nats-server and PostgreSQL."
 wait "$service"

@@ -186,6 +186,7 @@ pub struct Config {
     pub razorpay_key_secret: Option<Secret>,
     pub razorpay_webhook_secret: Option<Secret>,
     /// A fixed INR-per-USD base rate (development); `fx_rate_file` wins when set.
+    #[serde(deserialize_with = "decimal_text_opt")]
     pub fx_usd_inr: Option<String>,
     /// A JSON rate file operations update: `{"usd_inr", "source", "as_of"}`.
     pub fx_rate_file: Option<String>,
@@ -195,8 +196,10 @@ pub struct Config {
     pub fx_quote_ttl_s: u64,
     /// A rate file older than this is refused (top-ups answer `unavailable`).
     pub fx_rate_file_age_max_s: u64,
+    #[serde(deserialize_with = "decimal_text")]
     pub credits_per_usd: String,
     /// The largest top-up, in USD (the smallest is 1.00).
+    #[serde(deserialize_with = "decimal_text")]
     pub topup_usd_max: String,
     /// A top-up with no captured payment after this long is marked abandoned
     /// (and still reconciled until the horizon).
@@ -307,6 +310,35 @@ impl Config {
     }
 }
 
+/// A decimal kept as its text. The environment provider reads
+/// `LEDGER_FX_USD_INR=83.12` as a number; a number is taken back to text
+/// (Rust prints the shortest form that reads back as the same value).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DecimalText {
+    S(String),
+    I(i64),
+    F(f64),
+}
+
+impl From<DecimalText> for String {
+    fn from(t: DecimalText) -> String {
+        match t {
+            DecimalText::S(s) => s,
+            DecimalText::I(i) => i.to_string(),
+            DecimalText::F(f) => f.to_string(),
+        }
+    }
+}
+
+fn decimal_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    DecimalText::deserialize(d).map(String::from)
+}
+
+fn decimal_text_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<DecimalText>::deserialize(d)?.map(String::from))
+}
+
 /// Renders settings as `key = value` lines (JSON values), nested tables as dotted keys.
 fn toml_like(v: &serde_json::Value) -> String {
     fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
@@ -349,6 +381,20 @@ mod tests {
     #[test]
     // figment's test jail fixes the closure's error type.
     #[allow(clippy::result_large_err)]
+    fn decimals_from_the_environment_stay_exact() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("LEDGER_FX_USD_INR", "83.12");
+            jail.set_env("LEDGER_CREDITS_PER_USD", "2");
+            jail.set_env("LEDGER_TOPUP_USD_MAX", "250.50");
+            let c = Config::load(None).expect("loads");
+            assert_eq!(c.fx_usd_inr.as_deref(), Some("83.12"));
+            assert_eq!(c.credits_per_usd, "2");
+            assert_eq!(c.topup_usd_max, "250.5");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn environment_wins_over_the_file() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(

@@ -46,7 +46,9 @@ impl Api {
     }
 }
 
-pub async fn run(url: &str, token: &str) -> anyhow::Result<()> {
+/// `topup`: a fake Razorpay's URL and the key secret; without them the demo
+/// grants promotional credits instead of buying them.
+pub async fn run(url: &str, token: &str, topup: Option<(String, String)>) -> anyhow::Result<()> {
     let api = Api {
         http: reqwest::Client::new(),
         url: url.trim_end_matches('/').to_owned(),
@@ -61,20 +63,25 @@ pub async fn run(url: &str, token: &str) -> anyhow::Result<()> {
     )
     .await?;
 
-    println!("== Granting 10 promotional credits to 'general' (top-ups arrive with the gateway)");
-    let grant = api
-        .post(
-            "/v1/commands/grant",
-            None,
-            json!({"idempotency_key": format!("{account}-welcome"), "account_id": account,
-                   "bucket": "general", "credits": "10", "source": "promotion",
-                   "reason": "Welcome credits"}),
-        )
-        .await?;
-    println!(
-        "   event {} at stream seq {}",
-        grant["event"]["event_id"], grant["stream_seq"]
-    );
+    match topup {
+        Some((fake, key_secret)) => buy(&api, &account, &fake, &key_secret).await?,
+        None => {
+            println!("== Granting 10 promotional credits to 'general' (no Razorpay configured)");
+            let grant = api
+                .post(
+                    "/v1/commands/grant",
+                    None,
+                    json!({"idempotency_key": format!("{account}-welcome"), "account_id": account,
+                           "bucket": "general", "credits": "10", "source": "promotion",
+                           "reason": "Welcome credits"}),
+                )
+                .await?;
+            println!(
+                "   event {} at stream seq {}",
+                grant["event"]["event_id"], grant["stream_seq"]
+            );
+        }
+    }
 
     println!("== An email service sends 120 emails, an SMS service 40 SMS");
     for (service, quantity, key) in [("email", 120, "mail-batch-1"), ("sms", 40, "sms-batch-1")] {
@@ -132,6 +139,72 @@ pub async fn run(url: &str, token: &str) -> anyhow::Result<()> {
             text("credits_delta"),
             text("balance_after")
         );
+    }
+    Ok(())
+}
+
+/// The console's top-up flow: an amount in USD, converted to INR, paid by UPI
+/// through the (fake) Razorpay, the checkout callback, then the credits.
+async fn buy(api: &Api, account: &str, fake: &str, key_secret: &str) -> anyhow::Result<()> {
+    println!("== Top up: the customer enters USD 25.00 in Billing");
+    let t = api
+        .post(
+            &format!("/v1/accounts/{account}/topups"),
+            None,
+            json!({"amount_usd": "25.00", "phone": "+919876543210"}),
+        )
+        .await?;
+    let paise = t["amount_inr_paise"].as_i64().unwrap_or(0);
+    println!(
+        "   USD {} at {} INR/USD = INR {}.{:02}, for {} credits; Razorpay order {}",
+        t["amount_usd"].as_str().unwrap_or(""),
+        t["fx_rate"].as_str().unwrap_or(""),
+        paise / 100,
+        paise % 100,
+        t["credits"].as_str().unwrap_or(""),
+        t["razorpay"]["order_id"].as_str().unwrap_or("")
+    );
+    let topup_id = t["topup_id"].as_str().unwrap_or_default().to_owned();
+    let order_id = t["razorpay"]["order_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    println!("== The customer pays by UPI on Razorpay's page");
+    let resp = api
+        .http
+        .post(format!(
+            "{}/_fake/orders/{order_id}/pay",
+            fake.trim_end_matches('/')
+        ))
+        .json(&json!({"method": "upi"}))
+        .send()
+        .await
+        .context("paying through the fake Razorpay")?;
+    let payment: Value = resp.json().await?;
+    let payment_id = payment["id"].as_str().unwrap_or_default().to_owned();
+    println!("== Checkout's success handler reports the payment");
+    let signature = ledger_gateway_adapter::signature::sign(
+        format!("{order_id}|{payment_id}").as_bytes(),
+        key_secret,
+    );
+    let done = api
+        .post(
+            &format!("/v1/topups/{topup_id}/checkout"),
+            None,
+            json!({"razorpay_payment_id": payment_id, "razorpay_order_id": order_id,
+                   "razorpay_signature": signature}),
+        )
+        .await?;
+    println!(
+        "   Payment successful. Transaction id {}, amount INR {}.{:02}, method {}, status {}",
+        done["transaction_id"].as_str().unwrap_or(""),
+        paise / 100,
+        paise % 100,
+        done["method"].as_str().unwrap_or(""),
+        done["status"].as_str().unwrap_or("")
+    );
+    if done["status"] != "credited" {
+        bail!("the top-up was not credited: {done}");
     }
     Ok(())
 }

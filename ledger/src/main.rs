@@ -45,6 +45,14 @@ enum Cmd {
         /// An admin token of the service.
         #[arg(long, env = "LEDGER_ADMIN_TOKEN")]
         token: String,
+        /// A fake Razorpay to pay the demo's top-up through (its test
+        /// controls stand in for the customer at the payment page).
+        #[arg(long)]
+        fake_razorpay: Option<String>,
+        /// The Razorpay key secret, to sign the checkout callback as
+        /// Razorpay Checkout would.
+        #[arg(long, env = "LEDGER_RAZORPAY_KEY_SECRET", hide_env_values = true)]
+        razorpay_key_secret: Option<String>,
     },
 }
 
@@ -127,9 +135,17 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
                 .await
                 .map(|()| std::process::ExitCode::SUCCESS)
         }
-        Cmd::Demo { url, token } => ledger::demo::run(&url, &token)
-            .await
-            .map(|()| std::process::ExitCode::SUCCESS),
+        Cmd::Demo {
+            url,
+            token,
+            fake_razorpay,
+            razorpay_key_secret,
+        } => {
+            let topup = fake_razorpay.zip(razorpay_key_secret);
+            ledger::demo::run(&url, &token, topup)
+                .await
+                .map(|()| std::process::ExitCode::SUCCESS)
+        }
         Cmd::Audit { command } => {
             let config = Config::load(cli.config.as_deref())?;
             audit(config, command).await
