@@ -125,7 +125,7 @@ pub enum RazorpayError {
     Unavailable(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base_url: String,
@@ -134,6 +134,16 @@ pub struct Client {
     /// Attempts of one call at most (the first and the retries).
     pub attempts_max: u32,
     pub backoff_first: Duration,
+}
+
+/// Never shows the key secret.
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base_url", &self.base_url)
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {

@@ -1,7 +1,7 @@
 //! The checks of `ledger audit verify`, over records read in stream order
 //! from the stream itself or from an export.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use ledger_schemas::*;
 use rust_decimal::Decimal;
@@ -47,6 +47,12 @@ pub struct Verifier {
     /// Net of all postings per ledger account.
     totals: BTreeMap<String, Decimal>,
     last_seq: Option<u64>,
+    /// Top-ups' quoted credits, and payments recorded captured (by payment
+    /// id: the top-up and the credits it buys).
+    topup_credits: HashMap<Id, Credits>,
+    captured: HashMap<String, (Id, Credits)>,
+    /// Payments already credited by the gateway's grant.
+    credited: HashSet<String>,
     /// Read-model rows and the stream seq they reflect, compared when the
     /// replay reaches that seq.
     compare_at: Option<(u64, ReadModelRows)>,
@@ -224,6 +230,7 @@ impl Verifier {
             );
         }
 
+        self.check_topup(r, &envelope);
         if r.subject != account_subject {
             return;
         }
@@ -259,6 +266,51 @@ impl Verifier {
                 let detail = format!("usage took {}", broken.join(", "));
                 self.find(r, "negative_balance", detail);
             }
+        }
+    }
+
+    /// Credits for a payment come once, after the top-up recorded the payment
+    /// captured, and are the credits it bought.
+    fn check_topup(&mut self, r: &Record, envelope: &EventEnvelope) {
+        match &envelope.body {
+            EventData::TopupQuoted(q) => {
+                self.topup_credits.insert(q.topup_id, q.credits);
+            }
+            EventData::PaymentCaptured(c) => {
+                if let Some(credits) = self.topup_credits.get(&c.topup_id) {
+                    self.captured
+                        .insert(c.payment_id.clone(), (c.topup_id, *credits));
+                }
+            }
+            EventData::CreditsGranted(g)
+                if envelope
+                    .idempotency_key
+                    .as_ref()
+                    .is_some_and(|k| k.as_str().starts_with("topup:")) =>
+            {
+                let payment = g.payment_id.clone().unwrap_or_default();
+                let detail = match self.captured.get(&payment) {
+                    None => Some(format!(
+                        "grants for payment '{payment}', never recorded captured"
+                    )),
+                    Some((topup, _)) if g.topup_id != Some(*topup) => Some(format!(
+                        "grants payment {payment} to top-up {:?}, captured on {topup}",
+                        g.topup_id
+                    )),
+                    Some((_, credits)) if *credits != g.credits => Some(format!(
+                        "grants {} for payment {payment}, which bought {credits}",
+                        g.credits
+                    )),
+                    Some(_) if !self.credited.insert(payment.clone()) => {
+                        Some(format!("a second grant for payment {payment}"))
+                    }
+                    Some(_) => None,
+                };
+                if let Some(d) = detail {
+                    self.find(r, "topup_grant", d);
+                }
+            }
+            _ => {}
         }
     }
 

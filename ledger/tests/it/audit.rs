@@ -11,13 +11,6 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-async fn stream(client: &async_nats::Client) -> async_nats::jetstream::stream::Stream {
-    async_nats::jetstream::new(client.clone())
-        .get_stream("LEDGER")
-        .await
-        .unwrap()
-}
-
 async fn load(client: &async_nats::Client) {
     for a in ["aud1", "aud2"] {
         funded(client, a, "10").await;
@@ -61,26 +54,6 @@ async fn projected(servers: &Servers, client: &async_nats::Client) -> u64 {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("read models did not reach {head}");
-}
-
-async fn verify_stream(servers: &Servers, client: &async_nats::Client) -> Verifier {
-    let mut v = Verifier::new("ledger.events");
-    let (at, rows) = audit::read_models(&servers.config().database_url)
-        .await
-        .unwrap();
-    v.compare_with(at, rows);
-    audit::read_stream(&stream(client).await, 1, |r| v.check(&r))
-        .await
-        .unwrap();
-    v.finish();
-    v
-}
-
-fn rules(v: &Verifier) -> Vec<(u64, String, &'static str)> {
-    v.findings
-        .iter()
-        .map(|f| (f.seq, f.subject.clone(), f.rule))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

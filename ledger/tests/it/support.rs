@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use ledger::audit::{self, Verifier};
 use ledger::config::{Config, Secret};
 use ledger::serve::{Running, start_command};
 use ledger::store::read;
@@ -134,6 +135,35 @@ pub async fn metrics_text(addr: std::net::SocketAddr) -> String {
         .await
         .unwrap()
         .text()
+        .await
+        .unwrap()
+}
+
+/// `ledger audit verify` over the whole stream, read models included.
+pub async fn verify_stream(servers: &Servers, client: &async_nats::Client) -> Verifier {
+    let mut v = Verifier::new("ledger.events");
+    let (at, rows) = audit::read_models(&servers.config().database_url)
+        .await
+        .unwrap();
+    v.compare_with(at, rows);
+    audit::read_stream(&stream(client).await, 1, |r| v.check(&r))
+        .await
+        .unwrap();
+    v.finish();
+    v
+}
+
+pub fn rules(v: &Verifier) -> Vec<(u64, String, &'static str)> {
+    v.findings
+        .iter()
+        .map(|f| (f.seq, f.subject.clone(), f.rule))
+        .collect()
+}
+
+/// Stream `LEDGER`.
+pub async fn stream(client: &async_nats::Client) -> async_nats::jetstream::stream::Stream {
+    async_nats::jetstream::new(client.clone())
+        .get_stream("LEDGER")
         .await
         .unwrap()
 }

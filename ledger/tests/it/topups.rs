@@ -12,7 +12,7 @@ use ledger_gateway_adapter::signature::sign;
 use ledger_schemas::{EventData, GrantSource};
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN, Servers, cmd, code, log_of};
+use crate::support::{ADMIN, Servers, cmd, code, log_of, rules, verify_stream};
 
 const KEY_ID: &str = "rzp_test_k";
 const KEY_SECRET: &str = "s3cret-key";
@@ -257,6 +257,20 @@ impl Shop {
         self.assert_grants(account, &["6"]).await;
     }
 
+    /// Runs the auditor once the read models caught up: the `topup_grant`
+    /// findings are on exactly `flagged` subjects, and nothing else is found.
+    async fn audited(&self, flagged: &[&str]) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let nats = self.servers.client().await;
+        let v = verify_stream(&self.servers, &nats).await;
+        let found: Vec<(String, &str)> = rules(&v).into_iter().map(|(_, s, r)| (s, r)).collect();
+        let expected: Vec<(String, &str)> = flagged
+            .iter()
+            .map(|s| (s.to_string(), "topup_grant"))
+            .collect();
+        assert_eq!(found, expected, "{:?}", v.findings);
+    }
+
     /// Waits a moment for stragglers (late webhooks, a poll), then checks the
     /// account holds exactly `grants` top-up grants.
     async fn assert_grants(&self, account: &str, grants: &[&str]) {
@@ -469,6 +483,7 @@ async fn refunds_and_disputes_take_back_what_they_should() {
     shop.wait_status(&t, "credited").await;
     let (_, _, balance) = shop.credits("won").await;
     assert_eq!(balance.to_string(), "2");
+    shop.audited(&[]).await;
 }
 
 #[tokio::test]
@@ -687,4 +702,7 @@ async fn reconciliation_completes_without_webhooks_and_across_restarts() {
     let (grants, reversals, _) = shop.credits("crashed").await;
     assert_eq!(grants, vec!["5"]);
     assert_eq!(reversals, vec!["0.5"]);
+    // The auditor sees the simulated crash for what it is: a grant before
+    // its payment was recorded captured.
+    shop.audited(&["ledger.events.acct.crashed"]).await;
 }
