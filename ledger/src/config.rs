@@ -395,6 +395,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)]
     fn environment_wins_over_the_file() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
