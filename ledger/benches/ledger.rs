@@ -9,7 +9,11 @@
 //! - raw atomic batches of 1000 of the same messages (the durable limit);
 //! - consumptions over many funded accounts from concurrent clients, through
 //!   the NATS command service;
-//! - consumptions on one hot account from the same clients.
+//! - consumptions on one hot account from the same clients;
+//! - the same two workloads on the design's peer, a plain PostgreSQL ledger
+//!   (one transaction per command: `UPDATE … WHERE balance >= x` plus an
+//!   `INSERT` into history), at equal durability: PostgreSQL fsyncs when
+//!   nats-server does (`sync_interval: always`), and neither does otherwise.
 //!
 //! Prints a table of throughput, latency percentiles and ratios, and writes
 //! the same as JSON (`target/bench-ledger.json`).
@@ -22,7 +26,7 @@ use futures::stream::FuturesUnordered;
 use ledger::config::{Config, Secret};
 use ledger::store::{AppendMessage, batch};
 use ledger_schemas::ChainHash;
-use ledger_testkit::{NatsOptions, NatsServer, Postgres};
+use ledger_testkit::{NatsOptions, NatsServer, Postgres, PostgresOptions};
 use serde_json::json;
 
 struct Args {
@@ -84,6 +88,11 @@ struct Row {
     p99_ms: Option<f64>,
     limit: Option<&'static str>,
     ratio_to_limit: Option<f64>,
+    /// The peer measured on the same workload in the same run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio_to_peer: Option<f64>,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -238,13 +247,97 @@ async fn consumptions(
             lat
         }));
     }
-    let mut all = Vec::with_capacity(commands);
+    gather_latencies(tasks, started).await
+}
+
+/// Every client's latencies, sorted, and the commands/s since `started`.
+async fn gather_latencies(
+    tasks: Vec<tokio::task::JoinHandle<Vec<Duration>>>,
+    started: Instant,
+) -> (f64, Vec<Duration>) {
+    let mut all = Vec::new();
     for t in tasks {
         all.extend(t.await.unwrap());
     }
     let rate = all.len() as f64 / started.elapsed().as_secs_f64();
     all.sort();
     (rate, all)
+}
+
+/// The plain PostgreSQL ledger: `clients` connections, each running one
+/// transaction per consumption (`UPDATE … WHERE balance >= x`, then an
+/// `INSERT` into history whose unique key refuses a repeated command), over
+/// `accounts`; returns (commands/s, sorted latencies).
+async fn pg_peer(
+    pg: &Postgres,
+    accounts: &[String],
+    commands: usize,
+    clients: usize,
+    tag: &str,
+) -> (f64, Vec<Duration>) {
+    let url = pg.connection_string_for("postgres");
+    let (setup, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    setup
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS peer;
+             DROP TABLE IF EXISTS peer.balances, peer.history;
+             CREATE TABLE peer.balances (account_id text PRIMARY KEY, balance numeric NOT NULL);
+             CREATE TABLE peer.history (id bigserial PRIMARY KEY, account_id text NOT NULL,
+                 key text NOT NULL UNIQUE, delta numeric NOT NULL,
+                 at timestamptz NOT NULL DEFAULT now());",
+        )
+        .await
+        .unwrap();
+    setup
+        .execute(
+            "INSERT INTO peer.balances SELECT unnest($1::text[]), 1000000",
+            &[&accounts],
+        )
+        .await
+        .unwrap();
+    let per_client = commands / clients;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let url = url.clone();
+        let accounts = accounts.to_vec();
+        let tag = tag.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let (mut db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let update = db
+                .prepare(
+                    "UPDATE peer.balances SET balance = balance - $2::text::numeric                      WHERE account_id = $1 AND balance >= $2::text::numeric",
+                )
+                .await
+                .unwrap();
+            let insert = db
+                .prepare(
+                    "INSERT INTO peer.history (account_id, key, delta)                      VALUES ($1, $2, -($3::text::numeric))",
+                )
+                .await
+                .unwrap();
+            let mut lat = Vec::with_capacity(per_client);
+            for i in 0..per_client {
+                let account = &accounts[(c * per_client + i) % accounts.len()];
+                let key = format!("{tag}-{c}-{i}");
+                let t = Instant::now();
+                let tx = db.transaction().await.unwrap();
+                let n = tx.execute(&update, &[account, &"0.01"]).await.unwrap();
+                assert_eq!(n, 1, "funded accounts have credits");
+                tx.execute(&insert, &[account, &key, &"0.01"]).await.unwrap();
+                tx.commit().await.unwrap();
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    gather_latencies(tasks, started).await
 }
 
 /// Publishes `n` usages (pipelined, as a service would) over `accounts` and
@@ -448,11 +541,20 @@ async fn fund(client: &async_nats::Client, accounts: &[String]) {
     }
 }
 
+/// The design's peer for the command workloads.
+const PG_PEER: &str = "plain PostgreSQL ledger";
+
 async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Row>) {
     let nats = NatsServer::start_with(NatsOptions { sync_always })
         .await
         .unwrap();
-    let pg = Postgres::start().await.unwrap();
+    // Equal durability: PostgreSQL fsyncs exactly when nats-server does.
+    let pg = Postgres::start_with(PostgresOptions {
+        durable: sync_always,
+        ..PostgresOptions::default()
+    })
+    .await
+    .unwrap();
     let pipelined = raw_pipelined(&nats, a.raw_messages, a.accounts).await;
     let batches = raw_batches(&nats, a.raw_messages, a.accounts).await;
     let (limit_name, limit) = if sync_always {
@@ -469,6 +571,8 @@ async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Ro
         p99_ms: None,
         limit: None,
         ratio_to_limit: None,
+        peer: None,
+        ratio_to_peer: None,
     };
     rows.push(raw("raw pipelined publish", pipelined));
     rows.push(raw("raw atomic batches of 1000", batches));
@@ -518,15 +622,36 @@ async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Ro
             tag,
         )
         .await;
+        let (peer_rate, peer_lat) = pg_peer(&pg, set, a.commands, a.clients, tag).await;
         rows.push(Row {
             mode: name,
-            workload,
+            workload: workload.clone(),
             ops: lat.len(),
             per_s: rate,
             p50_ms: Some(percentile(&lat, 0.5)),
             p99_ms: Some(percentile(&lat, 0.99)),
             limit: Some(limit_name),
             ratio_to_limit: Some(rate / limit),
+            peer: Some(PG_PEER),
+            ratio_to_peer: Some(rate / peer_rate),
+        });
+        rows.push(Row {
+            mode: name,
+            workload: format!(
+                "{PG_PEER}: {}",
+                workload.replace(
+                    &format!("{}x{} in flight", a.clients, a.in_flight_per_client),
+                    &format!("{} connections", a.clients),
+                )
+            ),
+            ops: peer_lat.len(),
+            per_s: peer_rate,
+            p50_ms: Some(percentile(&peer_lat, 0.5)),
+            p99_ms: Some(percentile(&peer_lat, 0.99)),
+            limit: None,
+            ratio_to_limit: None,
+            peer: None,
+            ratio_to_peer: None,
         });
     }
     let rate = intake(&client, &accounts, a.commands).await;
@@ -540,6 +665,8 @@ async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Ro
         p99_ms: None,
         limit: Some(limit_name),
         ratio_to_limit: Some(rate / limit),
+        peer: None,
+        ratio_to_peer: None,
     });
     let _ = intake_rate;
     running.stop().await.unwrap();
@@ -576,6 +703,8 @@ async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Ro
         p99_ms: None,
         limit: limit.map(|l| l.0),
         ratio_to_limit: limit.map(|l| per_s / l.1),
+        peer: None,
+        ratio_to_peer: None,
     };
     let started = Instant::now();
     let mut verifier = ledger::audit::Verifier::new("ledger.events");
@@ -614,13 +743,13 @@ async fn main() {
     mode("default sync", false, &a, &mut rows).await;
     mode("sync always", true, &a, &mut rows).await;
     println!(
-        "{:<13} {:<40} {:>8} {:>10} {:>8} {:>8}  ratio to limit",
+        "{:<13} {:<56} {:>8} {:>10} {:>8} {:>8}  ratio to limit; to peer",
         "mode", "workload", "ops", "per s", "p50 ms", "p99 ms"
     );
     for r in &rows {
         let opt = |v: Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
         println!(
-            "{:<13} {:<40} {:>8} {:>10.0} {:>8} {:>8}  {}",
+            "{:<13} {:<56} {:>8} {:>10.0} {:>8} {:>8}  {}{}",
             r.mode,
             r.workload,
             r.ops,
@@ -630,6 +759,10 @@ async fn main() {
             match (r.ratio_to_limit, r.limit) {
                 (Some(x), Some(l)) => format!("{x:.3} x {l}"),
                 _ => "-".into(),
+            },
+            match (r.ratio_to_peer, r.peer) {
+                (Some(x), Some(p)) => format!("; {x:.3} x {p}"),
+                _ => String::new(),
             }
         );
     }
