@@ -1,6 +1,7 @@
 //! The ledger against its limits, measured in one run on this machine.
 //!
-//! `cargo bench -p ledger --bench ledger -- [--accounts N] [--commands N] [--clients N] [--quick]`
+//! `cargo bench -p ledger --bench ledger -- [--accounts N] [--commands N] [--clients N]
+//! [--peer-seconds N] [--quick]`
 //!
 //! Starts its own nats-server (once with default syncing, once with
 //! `sync_interval: always`) and PostgreSQL, then measures, for each mode:
@@ -13,11 +14,14 @@
 //! - the same two workloads on the design's peer, a plain PostgreSQL ledger
 //!   (one transaction per command: `UPDATE … WHERE balance >= x` plus an
 //!   `INSERT` into history), at equal durability: PostgreSQL fsyncs when
-//!   nats-server does (`sync_interval: always`), and neither does otherwise.
+//!   nats-server does (`sync_interval: always`), and neither does otherwise;
+//!   and `cqrs-es` with `postgres-es` (an account aggregate written for the
+//!   bench), stopped after `--peer-seconds` when slower than that.
 //!
 //! Prints a table of throughput, latency percentiles and ratios, and writes
 //! the same as JSON (`target/bench-ledger.json`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +40,11 @@ struct Args {
     raw_messages: usize,
     batches_in_flight: Option<usize>,
     in_flight_per_client: usize,
+    /// How long a slow peer may run one workload (it is measured over what
+    /// it completes in that time).
+    peer_budget: Duration,
+    /// How long the projector lag is measured at the offered rate.
+    lag_duration: Duration,
 }
 
 fn args() -> Args {
@@ -46,6 +55,8 @@ fn args() -> Args {
         raw_messages: 100_000,
         batches_in_flight: None,
         in_flight_per_client: 16,
+        peer_budget: Duration::from_secs(20),
+        lag_duration: Duration::from_secs(10),
     };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -57,6 +68,9 @@ fn args() -> Args {
             "--clients" => a.clients = value().expect("--clients N"),
             "--raw-messages" => a.raw_messages = value().expect("--raw-messages N"),
             "--batches-in-flight" => a.batches_in_flight = value(),
+            "--peer-seconds" => {
+                a.peer_budget = Duration::from_secs(value().expect("--peer-seconds N") as u64)
+            }
             "--in-flight-per-client" => {
                 a.in_flight_per_client = value().expect("--in-flight-per-client N")
             }
@@ -65,6 +79,8 @@ fn args() -> Args {
                 a.commands = 2_000;
                 a.clients = 16;
                 a.raw_messages = 5_000;
+                a.peer_budget = Duration::from_secs(2);
+                a.lag_duration = Duration::from_secs(1);
                 i += 1;
                 continue;
             }
@@ -88,11 +104,9 @@ struct Row {
     p99_ms: Option<f64>,
     limit: Option<&'static str>,
     ratio_to_limit: Option<f64>,
-    /// The peer measured on the same workload in the same run.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    peer: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ratio_to_peer: Option<f64>,
+    /// Throughput over each peer's on the same workload in the same run.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    ratio_to_peers: BTreeMap<&'static str, f64>,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -264,6 +278,15 @@ async fn gather_latencies(
     (rate, all)
 }
 
+/// A PostgreSQL session whose connection runs in the background.
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
 /// The plain PostgreSQL ledger: `clients` connections, each running one
 /// transaction per consumption (`UPDATE … WHERE balance >= x`, then an
 /// `INSERT` into history whose unique key refuses a repeated command), over
@@ -276,10 +299,7 @@ async fn pg_peer(
     tag: &str,
 ) -> (f64, Vec<Duration>) {
     let url = pg.connection_string_for("postgres");
-    let (setup, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let setup = connect(&url).await;
     setup
         .batch_execute(
             "CREATE SCHEMA IF NOT EXISTS peer;
@@ -306,10 +326,7 @@ async fn pg_peer(
         let accounts = accounts.to_vec();
         let tag = tag.to_owned();
         tasks.push(tokio::spawn(async move {
-            let (mut db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            tokio::spawn(conn);
+            let mut db = connect(&url).await;
             let update = db
                 .prepare(
                     "UPDATE peer.balances SET balance = balance - $2::text::numeric                      WHERE account_id = $1 AND balance >= $2::text::numeric",
@@ -338,6 +355,258 @@ async fn pg_peer(
         }));
     }
     gather_latencies(tasks, started).await
+}
+
+/// The design's other peer: `cqrs-es` with `postgres-es`, an account
+/// aggregate written for the bench (balances in micro-credits).
+mod cqrs_peer {
+    use cqrs_es::event_sink::EventSink;
+    use cqrs_es::{Aggregate, DomainEvent};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    pub struct PeerAccount {
+        balance: i64,
+    }
+
+    #[derive(Debug)]
+    pub enum PeerCommand {
+        Fund { micros: i64 },
+        Consume { micros: i64 },
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub enum PeerEvent {
+        Funded { micros: i64 },
+        Consumed { micros: i64 },
+    }
+
+    impl DomainEvent for PeerEvent {
+        fn event_type(&self) -> String {
+            match self {
+                PeerEvent::Funded { .. } => "Funded".into(),
+                PeerEvent::Consumed { .. } => "Consumed".into(),
+            }
+        }
+        fn event_version(&self) -> String {
+            "1".into()
+        }
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("insufficient credits")]
+    pub struct Insufficient;
+
+    impl Aggregate for PeerAccount {
+        const TYPE: &'static str = "account";
+        type Command = PeerCommand;
+        type Event = PeerEvent;
+        type Error = Insufficient;
+        type Services = ();
+
+        async fn handle(
+            &mut self,
+            command: PeerCommand,
+            _: &(),
+            sink: &EventSink<Self>,
+        ) -> Result<(), Insufficient> {
+            let event = match command {
+                PeerCommand::Fund { micros } => PeerEvent::Funded { micros },
+                PeerCommand::Consume { micros } if self.balance >= micros => {
+                    PeerEvent::Consumed { micros }
+                }
+                PeerCommand::Consume { .. } => return Err(Insufficient),
+            };
+            sink.write(event, self).await;
+            Ok(())
+        }
+
+        fn apply(&mut self, event: PeerEvent) {
+            match event {
+                PeerEvent::Funded { micros } => self.balance += micros,
+                PeerEvent::Consumed { micros } => self.balance -= micros,
+            }
+        }
+    }
+}
+
+/// The `cqrs-es`+`postgres-es` peer: `clients` tasks over a pool of as many
+/// connections, each executing consumptions one after another (retrying on
+/// `AggregateConflict`, as its users must) until `commands` are done or
+/// `budget` has passed; returns (commands/s, sorted latencies).
+async fn cqrs_peer_run(
+    pg: &Postgres,
+    accounts: &[String],
+    commands: usize,
+    clients: usize,
+    budget: Duration,
+) -> (f64, Vec<Duration>) {
+    use cqrs_es::AggregateError;
+    use cqrs_peer::{PeerAccount, PeerCommand};
+    let url = pg.connection_string_for("postgres");
+    let setup = connect(&url).await;
+    // postgres-es's own schema (its db/init.sql), one set per workload.
+    setup
+        .batch_execute(
+            "DROP TABLE IF EXISTS public.events, public.snapshots;
+             CREATE TABLE public.events (aggregate_type text NOT NULL, aggregate_id text NOT NULL,
+                 sequence bigint CHECK (sequence >= 0) NOT NULL, event_type text NOT NULL,
+                 event_version text NOT NULL, payload json NOT NULL, metadata json NOT NULL,
+                 PRIMARY KEY (aggregate_type, aggregate_id, sequence));
+             CREATE TABLE public.snapshots (aggregate_type text NOT NULL, aggregate_id text NOT NULL,
+                 last_sequence bigint CHECK (last_sequence >= 0) NOT NULL,
+                 current_snapshot bigint CHECK (current_snapshot >= 0) NOT NULL,
+                 payload json NOT NULL, PRIMARY KEY (aggregate_type, aggregate_id, last_sequence));",
+        )
+        .await
+        .unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(clients as u32)
+        .connect(&pg.url())
+        .await
+        .unwrap();
+    let cqrs = Arc::new(postgres_es::postgres_cqrs::<PeerAccount>(pool, vec![], ()));
+    for account in accounts {
+        cqrs.execute(
+            account,
+            PeerCommand::Fund {
+                micros: 1_000_000_000_000,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let per_client = commands / clients;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let cqrs = cqrs.clone();
+        let accounts = accounts.to_vec();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per_client);
+            for i in 0..per_client {
+                if started.elapsed() > budget {
+                    break;
+                }
+                let account = &accounts[(c * per_client + i) % accounts.len()];
+                let t = Instant::now();
+                loop {
+                    match cqrs
+                        .execute(account, PeerCommand::Consume { micros: 10_000 })
+                        .await
+                    {
+                        Ok(()) => break,
+                        Err(AggregateError::AggregateConflict) => continue,
+                        Err(e) => panic!("cqrs-es peer: {e}"),
+                    }
+                }
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    gather_latencies(tasks, started).await
+}
+
+/// The offered rate of the lag measurement (the design's target names it).
+const LAG_OFFERED_PER_S: usize = 5_000;
+
+/// Offers consumptions at [`LAG_OFFERED_PER_S`] for `duration` while the
+/// projectors run, and measures, for each event, the time from its
+/// command's reply to the accounts projection's checkpoint passing its
+/// stream seq (the checkpoint is polled every 2 ms). Returns (events/s
+/// achieved, sorted lags).
+async fn projector_lag(
+    client: &async_nats::Client,
+    database_url: &str,
+    accounts: &[String],
+    duration: Duration,
+) -> (f64, Vec<Duration>) {
+    let db = connect(database_url).await;
+    let checkpoint = db
+        .prepare(
+            "SELECT coalesce(max(stream_seq), 0) FROM ledger.projection_checkpoints \
+             WHERE projection = 'accounts'",
+        )
+        .await
+        .unwrap();
+    let position = || async {
+        db.query_one(&checkpoint, &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0) as u64
+    };
+    // Let the projectors catch up with what the earlier workloads wrote.
+    let js = async_nats::jetstream::new(client.clone());
+    let head = js
+        .get_stream("LEDGER")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .last_sequence;
+    while position().await < head {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let total = (LAG_OFFERED_PER_S as f64 * duration.as_secs_f64()) as usize;
+    let tick = Duration::from_millis(10);
+    let per_tick = LAG_OFFERED_PER_S / 100;
+    let started = Instant::now();
+    let mut replies = FuturesUnordered::new();
+    let mut samples: Vec<(Instant, u64)> = Vec::new();
+    let mut acked: Vec<(u64, Instant)> = Vec::with_capacity(total);
+    let mut next = started;
+    let mut sent = 0;
+    let mut last_poll = Instant::now();
+    while sent < total || !replies.is_empty() {
+        if sent < total && Instant::now() >= next {
+            for _ in 0..per_tick.min(total - sent) {
+                let account = &accounts[sent % accounts.len()];
+                let body = json!({"idempotency_key": format!("lag-{sent}"), "account_id": account,
+                    "service": "sms", "quantity": 1, "credits": "0.01"});
+                let client = client.clone();
+                replies.push(async move {
+                    let r = client
+                        .request("ledger.cmd.consume", body.to_string().into())
+                        .await
+                        .expect("a reply");
+                    let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+                    (v["stream_seq"].as_u64().expect("accepted"), Instant::now())
+                });
+                sent += 1;
+            }
+            next += tick;
+        }
+        if last_poll.elapsed() >= Duration::from_millis(2) {
+            samples.push((Instant::now(), position().await));
+            last_poll = Instant::now();
+        }
+        tokio::select! {
+            Some(done) = replies.next(), if !replies.is_empty() => acked.push(done),
+            _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+        }
+    }
+    let elapsed = started.elapsed();
+    let last = acked.iter().map(|(s, _)| *s).max().unwrap_or(0);
+    loop {
+        let p = position().await;
+        samples.push((Instant::now(), p));
+        if p >= last {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut lags: Vec<Duration> = acked
+        .iter()
+        .map(|(seq, at)| {
+            let i = samples.partition_point(|(_, p)| p < seq);
+            samples[i].0.saturating_duration_since(*at)
+        })
+        .collect();
+    lags.sort();
+    (acked.len() as f64 / elapsed.as_secs_f64(), lags)
 }
 
 /// Publishes `n` usages (pipelined, as a service would) over `accounts` and
@@ -408,10 +677,7 @@ async fn ordered_replay(stream: &async_nats::jetstream::stream::Stream) -> (u64,
 /// Binary COPY of `rows` credit_history-shaped rows into a scratch table; rows/s.
 async fn copy_rows(database_url: &str, rows: usize) -> f64 {
     use ledger_projections::fold::HistoryRow;
-    let (mut client, conn) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut client = connect(database_url).await;
     client
         .batch_execute(
             "CREATE SCHEMA IF NOT EXISTS ledger; DROP TABLE IF EXISTS ledger.credit_history_copybench; \
@@ -463,10 +729,7 @@ async fn projector_catch_up(
     name: &str,
 ) -> f64 {
     use ledger_projections::projector::{Projection, Projector};
-    let (admin, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let admin = connect(admin_url).await;
     admin
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
@@ -541,8 +804,9 @@ async fn fund(client: &async_nats::Client, accounts: &[String]) {
     }
 }
 
-/// The design's peer for the command workloads.
+/// The design's peers for the command workloads.
 const PG_PEER: &str = "plain PostgreSQL ledger";
+const CQRS_PEER: &str = "cqrs-es + postgres-es";
 
 async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Row>) {
     let nats = NatsServer::start_with(NatsOptions { sync_always })
@@ -571,8 +835,7 @@ async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Ro
         p99_ms: None,
         limit: None,
         ratio_to_limit: None,
-        peer: None,
-        ratio_to_peer: None,
+        ratio_to_peers: BTreeMap::new(),
     };
     rows.push(raw("raw pipelined publish", pipelined));
     rows.push(raw("raw atomic batches of 1000", batches));
@@ -622,7 +885,13 @@ async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Ro
             tag,
         )
         .await;
-        let (peer_rate, peer_lat) = pg_peer(&pg, set, a.commands, a.clients, tag).await;
+        let peers = [
+            (PG_PEER, pg_peer(&pg, set, a.commands, a.clients, tag).await),
+            (
+                CQRS_PEER,
+                cqrs_peer_run(&pg, set, a.commands, a.clients, a.peer_budget).await,
+            ),
+        ];
         rows.push(Row {
             mode: name,
             workload: workload.clone(),
@@ -632,27 +901,27 @@ async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Ro
             p99_ms: Some(percentile(&lat, 0.99)),
             limit: Some(limit_name),
             ratio_to_limit: Some(rate / limit),
-            peer: Some(PG_PEER),
-            ratio_to_peer: Some(rate / peer_rate),
+            ratio_to_peers: peers.iter().map(|(p, (r, _))| (*p, rate / r)).collect(),
         });
-        rows.push(Row {
-            mode: name,
-            workload: format!(
-                "{PG_PEER}: {}",
-                workload.replace(
-                    &format!("{}x{} in flight", a.clients, a.in_flight_per_client),
-                    &format!("{} connections", a.clients),
-                )
-            ),
-            ops: peer_lat.len(),
-            per_s: peer_rate,
-            p50_ms: Some(percentile(&peer_lat, 0.5)),
-            p99_ms: Some(percentile(&peer_lat, 0.99)),
-            limit: None,
-            ratio_to_limit: None,
-            peer: None,
-            ratio_to_peer: None,
-        });
+        for (peer, (peer_rate, peer_lat)) in peers {
+            rows.push(Row {
+                mode: name,
+                workload: format!(
+                    "{peer}: {}",
+                    workload.replace(
+                        &format!("{}x{} in flight", a.clients, a.in_flight_per_client),
+                        &format!("{} connections", a.clients),
+                    )
+                ),
+                ops: peer_lat.len(),
+                per_s: peer_rate,
+                p50_ms: Some(percentile(&peer_lat, 0.5)),
+                p99_ms: Some(percentile(&peer_lat, 0.99)),
+                limit: None,
+                ratio_to_limit: None,
+                ratio_to_peers: BTreeMap::new(),
+            });
+        }
     }
     let rate = intake(&client, &accounts, a.commands).await;
     let intake_rate = rate;
@@ -665,11 +934,28 @@ async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Ro
         p99_ms: None,
         limit: Some(limit_name),
         ratio_to_limit: Some(rate / limit),
-        peer: None,
-        ratio_to_peer: None,
+        ratio_to_peers: BTreeMap::new(),
     });
     let _ = intake_rate;
     running.stop().await.unwrap();
+
+    // Projector lag at a fixed offered rate, with the projections running.
+    let running = ledger::serve::start(&config, ledger::serve::Role::All)
+        .await
+        .unwrap();
+    let (achieved, lags) = projector_lag(&client, &pg.url(), &accounts, a.lag_duration).await;
+    running.stop().await.unwrap();
+    rows.push(Row {
+        mode: name,
+        workload: format!("projector lag (ms), {LAG_OFFERED_PER_S} events/s offered"),
+        ops: lags.len(),
+        per_s: achieved,
+        p50_ms: Some(percentile(&lags, 0.5)),
+        p99_ms: Some(percentile(&lags, 0.99)),
+        limit: None,
+        ratio_to_limit: None,
+        ratio_to_peers: BTreeMap::new(),
+    });
 
     // The read side over the stream the workloads above wrote.
     let js = async_nats::jetstream::new(client.clone());
@@ -703,8 +989,7 @@ async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Ro
         p99_ms: None,
         limit: limit.map(|l| l.0),
         ratio_to_limit: limit.map(|l| per_s / l.1),
-        peer: None,
-        ratio_to_peer: None,
+        ratio_to_peers: BTreeMap::new(),
     };
     let started = Instant::now();
     let mut verifier = ledger::audit::Verifier::new("ledger.events");
@@ -760,10 +1045,10 @@ async fn main() {
                 (Some(x), Some(l)) => format!("{x:.3} x {l}"),
                 _ => "-".into(),
             },
-            match (r.ratio_to_peer, r.peer) {
-                (Some(x), Some(p)) => format!("; {x:.3} x {p}"),
-                _ => String::new(),
-            }
+            r.ratio_to_peers
+                .iter()
+                .map(|(p, x)| format!("; {x:.3} x {p}"))
+                .collect::<String>()
         );
     }
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-ledger.json");
