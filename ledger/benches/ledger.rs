@@ -568,12 +568,24 @@ async fn projector_lag(
                     "service": "sms", "quantity": 1, "credits": "0.01"});
                 let client = client.clone();
                 replies.push(async move {
-                    let r = client
-                        .request("ledger.cmd.consume", body.to_string().into())
-                        .await
-                        .expect("a reply");
-                    let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
-                    (v["stream_seq"].as_u64().expect("accepted"), Instant::now())
+                    // A client retries what the ledger says is safe to retry.
+                    loop {
+                        let r = client
+                            .request("ledger.cmd.consume", body.to_string().into())
+                            .await
+                            .expect("a reply");
+                        let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+                        if let Some(seq) = v["stream_seq"].as_u64() {
+                            return (seq, Instant::now());
+                        }
+                        let code = v["error"]["code"].as_str().unwrap_or_default();
+                        assert!(
+                            code == "unavailable" || code == "conflict_retry",
+                            "not accepted: {v}"
+                        );
+                        eprintln!("lag workload: retrying after {code}");
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
                 });
                 sent += 1;
             }

@@ -175,7 +175,7 @@ async fn open_account(
     execute(&state, &principal, name, action, &body, StatusCode::CREATED).await
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     match headers.get("idempotency-key") {
         None => Ok(None),
         Some(v) => v.to_str().map(|s| Some(s.to_owned())).map_err(|_| {
@@ -286,6 +286,11 @@ async fn metrics(State(state): State<BaseState>) -> Response {
         .into_response()
 }
 
+async fn openapi() -> Json<Value> {
+    static DOCUMENT: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    Json(DOCUMENT.get_or_init(super::openapi::document).clone())
+}
+
 pub async fn not_found() -> ApiError {
     ApiError(Box::new(ErrorBody::new(
         ErrorCode::InvalidRequest,
@@ -308,6 +313,7 @@ pub fn base_router(state: BaseState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .with_state(state)
 }
 

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod http;
 pub mod nats;
+pub mod openapi;
 pub mod reads;
 
 use std::sync::Arc;

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::{Gateway, Hints};
 use crate::api::auth::{Action, Tokens};
-use crate::api::http::{ApiError, authenticate, body_or_error, path_account};
+use crate::api::http::{ApiError, authenticate, body_or_error, idempotency_key, path_account};
 
 #[derive(Clone)]
 pub struct GatewayState {
@@ -48,9 +48,22 @@ async fn create(
     principal.check(Action::TopUp, Some(&account))?;
     let body = body_or_error(body, state.body_max)?;
     let request: CreateTopupRequest = decode_request(&body)?;
+    let key = idempotency_key(&headers)?
+        .map(|k| {
+            IdempotencyKey::parse(k).map_err(|e| {
+                ApiError(Box::new(
+                    ErrorBody::new(
+                        ErrorCode::InvalidRequest,
+                        format!("The Idempotency-Key header {}.", e.rule),
+                    )
+                    .with_detail("field", "Idempotency-Key"),
+                ))
+            })
+        })
+        .transpose()?;
     let view = state
         .gateway
-        .create(&account, request, &principal.actor())
+        .create(&account, request, &principal.actor(), key)
         .await?;
     Ok((StatusCode::CREATED, axum::Json(view)).into_response())
 }

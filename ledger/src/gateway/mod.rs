@@ -493,6 +493,7 @@ impl Gateway {
         account: &AccountId,
         request: CreateTopupRequest,
         actor: &Actor,
+        key: Option<IdempotencyKey>,
     ) -> Result<Value, Box<ErrorBody>> {
         let s = &self.inner.settings;
         if request.amount_usd < s.usd_min || request.amount_usd > s.usd_max {
@@ -542,56 +543,41 @@ impl Gateway {
         if let Ok(e) = serde_json::from_slice::<ErrorBody>(&balance.payload) {
             return Err(Box::new(e));
         }
-        let now = Timestamp::now();
-        let quote = rp
-            .fx
-            .quote(now)
-            .map_err(|e| unavailable(format!("no FX quote ({e})")))?;
-        let paise = inr_paise(request.amount_usd, quote.rate)
-            .map_err(|e| invalid("amount_usd", e.to_string(), "range"))?;
-        if paise.get() < 100 {
-            return Err(invalid(
-                "amount_usd",
-                "The amount converts to less than INR 1.00, Razorpay's minimum.",
-                "razorpay_minimum",
-            ));
-        }
-        let credits = credits_for(request.amount_usd, s.credits_per_usd)
-            .map_err(|e| invalid("amount_usd", e.to_string(), "range"))?;
-        let id = Id::new_v7();
-        let quoted = EventData::TopupQuoted(TopupQuoted {
-            topup_id: id,
-            bucket,
-            amount_usd: request.amount_usd,
-            amount_inr_paise: paise,
-            fx_rate: quote.rate.to_string(),
-            fx_source: quote.source.clone(),
-            fx_quoted_at: quote.quoted_at,
-            quote_id: quote.id,
-            quote_expires_at: quote.expires_at,
-            credits,
-            credits_per_usd: s.credits_per_usd.normalize().to_string(),
-        });
+        let (id, repeated) = match &key {
+            Some(k) => self.claim(account, k, &request).await?,
+            None => (Id::new_v7(), false),
+        };
         let cause = format!("create:{}", actor.as_str());
-        if !self
-            .append(account, id, 0, ChainHash::GENESIS, quoted, &cause)
-            .await?
-        {
-            return Err(unavailable("the top-up could not be recorded"));
-        }
-        self.track(id, account, now).await?;
+        let earlier = if repeated { self.load(id).await? } else { None };
+        let paise = match earlier {
+            Some(l) if l.topup.order.is_some() => return Ok(self.view(&l.topup)),
+            Some(l) => l.topup.quote.amount_inr_paise,
+            None => self.quote(account, id, &request, &cause).await?,
+        };
         let notes = json!({"topup_id": id, "account_id": account, "phone": request.phone});
-        let order = rp
-            .client
-            .create_order(paise.get(), &id.to_string(), notes)
-            .await
-            .map_err(|e| {
-                let mut body = from_razorpay(e);
-                body.error
-                    .details
-                    .insert("topup_id".into(), id.to_string().into());
-                body
-            })?;
+        // A repeat finishes what the first request started: the order may exist.
+        let found = if repeated {
+            rp.client
+                .order_by_receipt(&id.to_string())
+                .await
+                .map_err(from_razorpay)?
+        } else {
+            None
+        };
+        let order = match found {
+            Some(o) => o,
+            None => rp
+                .client
+                .create_order(paise.get(), &id.to_string(), notes)
+                .await
+                .map_err(|e| {
+                    let mut body = from_razorpay(e);
+                    body.error
+                        .details
+                        .insert("topup_id".into(), id.to_string().into());
+                    body
+                })?,
+        };
         // Record the order (unless the poller found it first).
         for _ in 0..SYNC_STEPS_MAX {
             let loaded = self
@@ -621,6 +607,96 @@ impl Gateway {
             .await?
             .ok_or_else(|| internal("the top-up vanished"))?;
         Ok(self.view(&loaded.topup))
+    }
+
+    /// Binds `key` to a top-up id: `(id, true)` when an identical request
+    /// holds it already; `idempotency_conflict` when a different one does.
+    async fn claim(
+        &self,
+        account: &AccountId,
+        key: &IdempotencyKey,
+        request: &CreateTopupRequest,
+    ) -> Result<(Id, bool), Box<ErrorBody>> {
+        use sha2::Digest;
+        let hash = hex::encode(sha2::Sha256::digest(
+            serde_json::to_vec(request).expect("requests serialise"),
+        ));
+        let fresh = Id::new_v7();
+        let conn = self.inner.pool.get().await.map_err(unavailable)?;
+        let row = conn
+            .query_one(
+                "INSERT INTO ledger_cmd.topup_keys (account_id, key, request_hash, topup_id) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (account_id, key) \
+                 DO UPDATE SET account_id = EXCLUDED.account_id \
+                 RETURNING topup_id, request_hash",
+                &[&account.as_str(), &key.as_str(), &hash, &fresh.uuid()],
+            )
+            .await
+            .map_err(unavailable)?;
+        if row.get::<_, String>(1) != hash {
+            return Err(Box::new(
+                ErrorBody::new(
+                    ErrorCode::IdempotencyConflict,
+                    "This Idempotency-Key was used for a different top-up request.",
+                )
+                .with_detail("field", "Idempotency-Key"),
+            ));
+        }
+        let id = Id::try_from(row.get::<_, uuid::Uuid>(0)).map_err(|e| internal(e.rule))?;
+        Ok((id, id != fresh))
+    }
+
+    /// Quotes a new top-up and records `topup_quoted`; the INR amount.
+    async fn quote(
+        &self,
+        account: &AccountId,
+        id: Id,
+        request: &CreateTopupRequest,
+        cause: &str,
+    ) -> Result<Paise, Box<ErrorBody>> {
+        let s = &self.inner.settings;
+        let rp = self.razorpay()?;
+        let bucket = request.bucket.clone().unwrap_or_else(Bucket::general);
+        let now = Timestamp::now();
+        let quote = rp
+            .fx
+            .quote(now)
+            .map_err(|e| unavailable(format!("no FX quote ({e})")))?;
+        let paise = inr_paise(request.amount_usd, quote.rate)
+            .map_err(|e| invalid("amount_usd", e.to_string(), "range"))?;
+        if paise.get() < 100 {
+            return Err(invalid(
+                "amount_usd",
+                "The amount converts to less than INR 1.00, Razorpay's minimum.",
+                "razorpay_minimum",
+            ));
+        }
+        let credits = credits_for(request.amount_usd, s.credits_per_usd)
+            .map_err(|e| invalid("amount_usd", e.to_string(), "range"))?;
+        let quoted = EventData::TopupQuoted(TopupQuoted {
+            topup_id: id,
+            bucket,
+            amount_usd: request.amount_usd,
+            amount_inr_paise: paise,
+            fx_rate: quote.rate.to_string(),
+            fx_source: quote.source.clone(),
+            fx_quoted_at: quote.quoted_at,
+            quote_id: quote.id,
+            quote_expires_at: quote.expires_at,
+            credits,
+            credits_per_usd: s.credits_per_usd.normalize().to_string(),
+        });
+        if !self
+            .append(account, id, 0, ChainHash::GENESIS, quoted, cause)
+            .await?
+        {
+            return Err(Box::new(ErrorBody::new(
+                ErrorCode::ConflictRetry,
+                "A request with this Idempotency-Key is still being processed; retrying is safe.",
+            )));
+        }
+        self.track(id, account, now).await?;
+        Ok(paise)
     }
 
     /// `POST /v1/topups/{id}/checkout`: the checkout success handler's data.

@@ -188,20 +188,20 @@ impl Shop {
         }
     }
 
+    /// A GET without a token, its JSON answer.
+    async fn get_json(&self, url: &str) -> Value {
+        let resp = self.http.get(url).send().await.unwrap();
+        resp.json().await.unwrap()
+    }
+
     /// Waits until the fake has no webhook left to deliver (every event's
     /// last attempt answered 2xx, or given up).
     async fn webhooks_settled(&self, events_at_least: usize) {
         let started = Instant::now();
         loop {
-            let d: Value = self
-                .http
-                .get(format!("{}/_fake/webhooks/deliveries", self.fake))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let d = self
+                .get_json(&format!("{}/_fake/webhooks/deliveries", self.fake))
+                .await;
             let ok = d
                 .as_array()
                 .unwrap()
@@ -606,6 +606,13 @@ async fn signatures_and_bad_input_are_refused() {
     assert_eq!((s, code(&e)), (404, Some("unknown_topup")), "{e}");
     let (s, e) = shop.checkout(&t, "order_NotThisOne0001", &p).await;
     assert_eq!((s, code(&e)), (400, Some("invalid_request")), "{e}");
+
+    // The OpenAPI document describes these endpoints, without a token.
+    let doc = shop
+        .get_json(&format!("http://{}/openapi.json", shop.addr))
+        .await;
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/v1/topups/{topup_id}/checkout"]["post"].is_object());
 }
 
 #[tokio::test]
@@ -631,6 +638,58 @@ async fn order_creation_survives_429_5xx_and_a_lost_answer() {
         shop.wait_status(&t, "credited").await;
         shop.assert_grants(&account, &["9"]).await;
     }
+
+    // With an Idempotency-Key, a request that failed (Razorpay down past the
+    // retries) is finished by its repeat: same top-up, one order.
+    shop.account("keyed").await;
+    shop.control(
+        "/_fake/faults",
+        json!({"path_prefix": "/v1/orders", "kind": "500", "count": 4}),
+    )
+    .await;
+    let create = |usd: &'static str| {
+        let http = shop.http.clone();
+        let url = format!("http://{}/v1/accounts/keyed/topups", shop.addr);
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(ADMIN)
+                .header("Idempotency-Key", "console-click-1")
+                .json(&json!({"amount_usd": usd, "phone": "+919876543210"}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, first) = create("2.00").await;
+    assert_eq!((s, code(&first)), (503, Some("unavailable")), "{first}");
+    let topup_id = first["error"]["details"]["topup_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, again) = create("2.00").await;
+    assert_eq!(s, 201, "{again}");
+    assert_eq!(again["topup_id"], topup_id.as_str());
+    let (s, third) = create("2.00").await;
+    assert_eq!(
+        (s, &third["razorpay"]["order_id"]),
+        (201, &again["razorpay"]["order_id"])
+    );
+    let orders = shop
+        .fake_books
+        .orders()
+        .into_iter()
+        .filter(|x| x.receipt.as_deref() == Some(topup_id.as_str()))
+        .count();
+    assert_eq!(orders, 1);
+    let (s, other) = create("3.00").await;
+    assert_eq!(
+        (s, code(&other)),
+        (422, Some("idempotency_conflict")),
+        "{other}"
+    );
 }
 
 #[tokio::test]
