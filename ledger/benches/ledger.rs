@@ -536,6 +536,22 @@ async fn projector_lag(
             .unwrap()
             .get::<_, i64>(0) as u64
     };
+    // A fresh process loads each account on its first command; the steady
+    // state has them loaded, so load them first (64 at a time).
+    futures::stream::iter(accounts.iter().cloned())
+        .for_each_concurrent(64, |account| {
+            let client = client.clone();
+            async move {
+                let body = json!({"account_id": account}).to_string();
+                let r = client
+                    .request("ledger.cmd.get_balance", body.into())
+                    .await
+                    .expect("a reply");
+                let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+                assert!(v.get("error").is_none(), "{v}");
+            }
+        })
+        .await;
     // Let the projectors catch up with what the earlier workloads wrote.
     let js = async_nats::jetstream::new(client.clone());
     let head = js
@@ -568,7 +584,9 @@ async fn projector_lag(
                     "service": "sms", "quantity": 1, "credits": "0.01"});
                 let client = client.clone();
                 replies.push(async move {
-                    // A client retries what the ledger says is safe to retry.
+                    // A client retries what the ledger says is safe to retry,
+                    // backing off.
+                    let mut wait = Duration::from_millis(5);
                     loop {
                         let r = client
                             .request("ledger.cmd.consume", body.to_string().into())
@@ -583,8 +601,9 @@ async fn projector_lag(
                             code == "unavailable" || code == "conflict_retry",
                             "not accepted: {v}"
                         );
-                        eprintln!("lag workload: retrying after {code}");
-                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        eprintln!("lag workload: retrying after {v}");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_millis(500));
                     }
                 });
                 sent += 1;

@@ -168,7 +168,8 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
     };
 
     if runs_gateway {
-        let gateway = crate::gateway::Gateway::new(config, store.clone(), pool.clone())?;
+        let gateway =
+            crate::gateway::Gateway::new(config, store.clone(), pool.clone(), metrics.clone())?;
         routers.push(crate::gateway::http::router(
             crate::gateway::http::GatewayState {
                 gateway: gateway.clone(),

@@ -149,6 +149,7 @@ impl Writer {
     /// ours whose ack was lost).
     async fn catch_up(&mut self) -> Result<(), EngineError> {
         let events = read::events_after(
+            self.engine.store().client(),
             self.engine.store().stream(),
             &self.subject,
             self.last_seq,

@@ -100,6 +100,7 @@ async fn webhook(
     let secret = state.gateway.razorpay()?.webhook_secret.clone();
     let signature = header(SIGNATURE_HEADER).unwrap_or_default();
     if !webhook_valid(&body, signature, secret.expose()) {
+        state.gateway.metrics().webhook("invalid_signature");
         return Err(ApiError(Box::new(
             ErrorBody::new(
                 ErrorCode::InvalidSignature,
@@ -120,8 +121,10 @@ async fn webhook(
             ))
         })?
         .to_owned();
-    let hook = Webhook::parse(&body)
-        .map_err(|e| ApiError(Box::new(ErrorBody::new(ErrorCode::InvalidRequest, e))))?;
+    let hook = Webhook::parse(&body).map_err(|e| {
+        state.gateway.metrics().webhook("invalid");
+        ApiError(Box::new(ErrorBody::new(ErrorCode::InvalidRequest, e)))
+    })?;
     let conn = state
         .gateway
         .pool()
@@ -140,11 +143,19 @@ async fn webhook(
         .await
         .map_err(|e| ApiError(super::unavailable(e)))?;
     if row.get::<_, bool>(0) {
+        state.gateway.metrics().webhook("duplicate");
         return Ok(axum::Json(json!({"status": "duplicate"})).into_response());
     }
+    state.gateway.metrics().webhook("accepted");
     let gateway = state.gateway.clone();
     tokio::spawn(async move {
-        if let Err(e) = process(&gateway, &event_id, &hook).await {
+        let processed = process(&gateway, &event_id, &hook).await;
+        gateway.metrics().webhook(if processed.is_ok() {
+            "processed"
+        } else {
+            "failed"
+        });
+        if let Err(e) = processed {
             tracing::warn!(event_id, event = hook.event, error = %e.error.message,
                 "webhook not processed; reconciliation will pick it up");
         }

@@ -180,6 +180,7 @@ pub struct Gateway {
 }
 
 struct Inner {
+    metrics: Arc<crate::metrics::Metrics>,
     store: EventStore,
     prefix: String,
     pool: Pool,
@@ -197,13 +198,19 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    pub fn new(config: &Config, store: EventStore, pool: Pool) -> anyhow::Result<Self> {
+    pub fn new(
+        config: &Config,
+        store: EventStore,
+        pool: Pool,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> anyhow::Result<Self> {
         let razorpay = razorpay_from(config)?;
         if razorpay.is_none() {
             tracing::warn!("Razorpay is not configured: top-up endpoints answer unavailable");
         }
         Ok(Gateway {
             inner: Arc::new(Inner {
+                metrics,
                 store,
                 prefix: config.subject_prefix.clone(),
                 pool,
@@ -220,6 +227,10 @@ impl Gateway {
 
     pub fn pool(&self) -> &Pool {
         &self.inner.pool
+    }
+
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
     }
 
     fn razorpay(&self) -> Result<&Razorpay, Box<ErrorBody>> {
@@ -240,6 +251,7 @@ impl Gateway {
 
     async fn load(&self, id: Id) -> Result<Option<Loaded>, Box<ErrorBody>> {
         let events = read::events_after(
+            self.inner.store.client(),
             self.inner.store.stream(),
             &self.subject(id),
             0,
@@ -291,6 +303,7 @@ impl Gateway {
             postings: Vec::new(),
         };
         let payload = Bytes::from(serde_json::to_vec(&envelope).expect("events serialise"));
+        let event_type = envelope.event_type().as_str();
         let message = AppendMessage {
             subject: self.subject(id),
             event_id: envelope.event_id.to_string(),
@@ -300,7 +313,14 @@ impl Gateway {
             expected_last_subject_seq: Some(last_seq),
         };
         match batch::append(self.inner.store.client(), &[message], REQUEST_TIMEOUT).await {
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                self.inner
+                    .metrics
+                    .topup_events
+                    .get_or_create(&crate::metrics::TopupEventLabels { event: event_type })
+                    .inc();
+                Ok(true)
+            }
             // A timeout may or may not have stored it: reloading tells.
             Err(StoreError::Conflict { .. }) | Err(StoreError::Timeout(_)) => Ok(false),
             Err(e) => Err(unavailable(e)),

@@ -65,6 +65,7 @@ pub async fn round(gateway: &Gateway) -> anyhow::Result<usize> {
             Err(e) => (None, Some(e.error.message.clone())),
         };
         if let Some(e) = &error {
+            gateway.metrics().topup_syncs_failed.inc();
             tracing::warn!(topup_id = %id, error = %e, "reconciliation failed; polling again later");
         }
         let next = attempts.saturating_add(1);

@@ -105,7 +105,7 @@ async fn appends_batches_atomically_and_reads_them_back() {
     let appended = batch::append(store.client(), &both, TIMEOUT).await.unwrap();
     assert_eq!((appended.first_seq(), appended.last_seq), (2, 4));
 
-    let events_a = read::events_after(store.stream(), a, 0, ChainHash::GENESIS)
+    let events_a = read::events_after(store.client(), store.stream(), a, 0, ChainHash::GENESIS)
         .await
         .map(|v| v.iter().map(|e| e.seq).collect::<Vec<_>>());
     // Bodies are not envelopes here, so decoding fails after the chain checks pass.

@@ -105,7 +105,7 @@ pub async fn log_of(client: &async_nats::Client, account: &str) -> Vec<EventEnve
     let js = async_nats::jetstream::new(client.clone());
     let stream = js.get_stream("LEDGER").await.unwrap();
     let subject = format!("ledger.events.acct.{account}");
-    read::events_after(&stream, &subject, 0, ChainHash::GENESIS)
+    read::events_after(client, &stream, &subject, 0, ChainHash::GENESIS)
         .await
         .expect("the log reads and its chain holds")
         .into_iter()

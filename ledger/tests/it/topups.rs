@@ -25,7 +25,10 @@ struct Shop {
     servers: Servers,
     fake: String,
     fake_books: Fake,
+    /// The process serving the gateway (every role, or the gateway alone).
     ledger: Option<Running>,
+    /// The command side and projections, when they run in processes of their own.
+    _others: Vec<Running>,
     addr: SocketAddr,
     config: Config,
     http: reqwest::Client,
@@ -39,6 +42,12 @@ async fn free_port() -> u16 {
 impl Shop {
     /// `reconcile_first_s`: how soon the poller looks at a new top-up.
     async fn open(reconcile_first_s: u64) -> Shop {
+        Shop::open_as(reconcile_first_s, false).await
+    }
+
+    /// `split`: the command side, the projections and the gateway each in a
+    /// process of their own, as a deployment would run them.
+    async fn open_as(reconcile_first_s: u64, split: bool) -> Shop {
         let servers = Servers::start().await;
         let mut fake = Fake::new(KEY_ID, KEY_SECRET);
         fake.webhook_backoff = Duration::from_millis(300);
@@ -59,13 +68,25 @@ impl Shop {
         config.fx_usd_inr = Some(RATE.into());
         config.reconcile_first_s = reconcile_first_s;
         config.reconcile_tick_ms = 100;
-        let ledger = start(&config, Role::All).await.expect("the ledger starts");
+        let mut others = Vec::new();
+        let role = if split {
+            for role in [Role::Command, Role::Projections] {
+                let mut c = config.clone();
+                c.http_addr = "127.0.0.1:0".into();
+                others.push(start(&c, role).await.expect("a role starts"));
+            }
+            Role::Gateway
+        } else {
+            Role::All
+        };
+        let ledger = start(&config, role).await.expect("the ledger starts");
         let addr = ledger.http_addr;
         let shop = Shop {
             servers,
             fake: fake_url,
             fake_books: fake,
             ledger: Some(ledger),
+            _others: others,
             addr,
             config,
             http: reqwest::Client::new(),
@@ -321,6 +342,13 @@ async fn callbacks_and_webhooks_in_any_order_credit_once() {
     shop.wait_status(&t, "credited").await;
     shop.webhooks_settled(3 + 3 + 9).await;
     shop.assert_grants("thrice", &["2"]).await;
+    let metrics = crate::support::metrics_text(shop.addr).await;
+    for line in [
+        "ledger_razorpay_webhooks_total{result=\"duplicate\"}",
+        "ledger_topup_events_total{event=\"topup_credited\"} 3",
+    ] {
+        assert!(metrics.contains(line), "{line} not in {metrics}");
+    }
 
     // Events in reverse order (order.paid first).
     shop.webhook_mode(json!({"reverse": true})).await;
@@ -764,4 +792,16 @@ async fn reconciliation_completes_without_webhooks_and_across_restarts() {
     // The auditor sees the simulated crash for what it is: a grant before
     // its payment was recorded captured.
     shop.audited(&["ledger.events.acct.crashed"]).await;
+}
+
+#[tokio::test]
+async fn the_gateway_runs_as_a_process_of_its_own() {
+    let shop = Shop::open_as(3600, true).await;
+    let (t, o) = shop.topup("split", "10.00").await;
+    let p = shop.pay(&o, paid("upi")).await;
+    shop.wait_status(&t, "credited").await;
+    let (status, view) = shop.checkout(&t, &o, &p).await;
+    assert_eq!((status, view["status"].as_str()), (200, Some("credited")));
+    shop.assert_grants("split", &["10"]).await;
+    shop.audited(&[]).await;
 }
