@@ -30,6 +30,10 @@ impl std::fmt::Debug for GatewayState {
     }
 }
 
+/// A delivery claimed this long ago and still unprocessed is claimed again
+/// by a repeat (reconciliation would complete the top-up anyway).
+const WEBHOOK_RECLAIM_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn unknown_topup(id: &str) -> ApiError {
     ApiError(Box::new(
         ErrorBody::new(ErrorCode::UnknownTopup, format!("No top-up has id '{id}'."))
@@ -131,18 +135,22 @@ async fn webhook(
         .get()
         .await
         .map_err(|e| ApiError(super::unavailable(e)))?;
-    // A new event, or one whose processing never finished, is processed;
-    // a processed one is only acknowledged.
+    // A new event is claimed and processed. A repeat is only acknowledged,
+    // unless its first delivery was claimed long ago and never finished (the
+    // process died): then this delivery claims it again.
     let row = conn
         .query_one(
             "INSERT INTO ledger_cmd.webhook_events (event_id, event) VALUES ($1, $2) \
-             ON CONFLICT (event_id) DO UPDATE SET event = EXCLUDED.event \
-             RETURNING processed_at IS NOT NULL",
-            &[&event_id, &hook.event],
+             ON CONFLICT (event_id) DO UPDATE SET received_at = CASE \
+                 WHEN webhook_events.processed_at IS NULL \
+                  AND webhook_events.received_at < now() - $3 * interval '1 second' \
+                 THEN now() ELSE webhook_events.received_at END \
+             RETURNING received_at = now()",
+            &[&event_id, &hook.event, &WEBHOOK_RECLAIM_AFTER.as_secs_f64()],
         )
         .await
         .map_err(|e| ApiError(super::unavailable(e)))?;
-    if row.get::<_, bool>(0) {
+    if !row.get::<_, bool>(0) {
         state.gateway.metrics().webhook("duplicate");
         return Ok(axum::Json(json!({"status": "duplicate"})).into_response());
     }
