@@ -297,7 +297,7 @@ pub async fn load_topups(
     let rows = c
         .query(
             &format!(
-                "SELECT topup_id, account_id, status, bucket, amount_usd, amount_inr_paise, \
+                "SELECT topup_id, account_id, bucket, amount_usd, amount_inr_paise, \
                  fx_rate, credits, order_id, payment_id, method, created_at, updated_at, \
                  last_stream_seq, progress FROM {} WHERE topup_id = ANY($1)",
                 t.topups
@@ -308,24 +308,22 @@ pub async fn load_topups(
     Ok(rows
         .iter()
         .map(|r| {
-            let status: String = r.get(2);
             (
                 r.get(0),
                 TopupRow {
                     account_id: r.get(1),
-                    status: crate::fold::topup_status(&status),
-                    bucket: r.get(3),
-                    amount_usd: r.get(4),
-                    amount_inr_paise: r.get(5),
-                    fx_rate: r.get(6),
-                    credits: r.get(7),
-                    order_id: r.get(8),
-                    payment_id: r.get(9),
-                    method: r.get(10),
-                    created_at: r.get(11),
-                    updated_at: r.get(12),
-                    last_stream_seq: r.get(13),
-                    progress: serde_json::from_value(r.get(14)).unwrap_or_default(),
+                    bucket: r.get(2),
+                    amount_usd: r.get(3),
+                    amount_inr_paise: r.get(4),
+                    fx_rate: r.get(5),
+                    credits: r.get(6),
+                    order_id: r.get(7),
+                    payment_id: r.get(8),
+                    method: r.get(9),
+                    created_at: r.get(10),
+                    updated_at: r.get(11),
+                    last_stream_seq: r.get(12),
+                    progress: serde_json::from_value(r.get(13)).unwrap_or_default(),
                 },
             )
         })
@@ -354,7 +352,7 @@ pub async fn write_topups(
             &[
                 id,
                 &r.account_id,
-                &r.status,
+                &r.progress.status().as_str(),
                 &r.bucket,
                 &r.amount_usd,
                 &r.amount_inr_paise,

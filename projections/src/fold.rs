@@ -53,8 +53,7 @@ pub struct UsageDelta {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopupRow {
     pub account_id: String,
-    pub status: &'static str,
-    /// What `status` is derived from.
+    /// What the row's `status` is derived from.
     pub progress: ledger_schemas::TopupProgress,
     pub bucket: Option<String>,
     pub amount_usd: Option<Decimal>,
@@ -333,7 +332,6 @@ impl TopupsFold {
                 id,
                 TopupRow {
                     account_id: e.account_id.to_string(),
-                    status: "quoted",
                     progress: Default::default(),
                     bucket: Some(q.bucket.to_string()),
                     amount_usd: Some(q.amount_usd.get()),
@@ -372,26 +370,9 @@ impl TopupsFold {
             _ => {}
         }
         row.progress.apply(&e.body);
-        row.status = row.progress.status().as_str();
         row.updated_at = at;
         row.last_stream_seq = seq as i64;
         self.dirty.insert(id);
         Ok(())
     }
-}
-
-/// The static name of a stored top-up status.
-pub fn topup_status(s: &str) -> &'static str {
-    const ALL: [&str; 9] = [
-        "quoted",
-        "awaiting_payment",
-        "captured",
-        "credited",
-        "failed",
-        "abandoned",
-        "quarantined",
-        "refunded",
-        "disputed",
-    ];
-    ALL.into_iter().find(|x| *x == s).unwrap_or("quoted")
 }

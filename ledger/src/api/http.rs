@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ledger_schemas::{AccountId, ErrorBody, ErrorCode};
+use ledger_schemas::{AccountId, ErrorBody, ErrorCode, IdempotencyKey};
 use serde_json::{Value, json};
 
 use super::auth::{Action, Principal, Tokens};
@@ -166,28 +166,35 @@ async fn open_account(
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     // Opening is idempotent per account by nature: without a key, the
     // account id is the key.
-    let key = idempotency_key(&headers)?.unwrap_or_else(|| match parsed.get("account_id") {
-        Some(Value::String(a)) => format!("open:{a}"),
-        _ => "open".into(),
-    });
+    let key = match idempotency_key(&headers)? {
+        Some(k) => k.to_string(),
+        None => match parsed.get("account_id") {
+            Some(Value::String(a)) => format!("open:{a}"),
+            _ => "open".into(),
+        },
+    };
     let body = with_fields(&body, &[("idempotency_key", json!(key))])?;
     let (name, action) = (CommandName::OpenAccount, Action::OpenAccount);
     execute(&state, &principal, name, action, &body, StatusCode::CREATED).await
 }
 
-pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    match headers.get("idempotency-key") {
-        None => Ok(None),
-        Some(v) => v.to_str().map(|s| Some(s.to_owned())).map_err(|_| {
-            ApiError(Box::new(
-                ErrorBody::new(
-                    ErrorCode::InvalidRequest,
-                    "The Idempotency-Key header is not text.",
-                )
+/// The `Idempotency-Key` header, if sent, checked by the contract's rule.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let refused = |message: String| {
+        ApiError(Box::new(
+            ErrorBody::new(ErrorCode::InvalidRequest, message)
                 .with_detail("field", "Idempotency-Key"),
-            ))
-        }),
-    }
+        ))
+    };
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let text = v
+        .to_str()
+        .map_err(|_| refused("The Idempotency-Key header is not text.".into()))?;
+    IdempotencyKey::parse(text)
+        .map(Some)
+        .map_err(|e| refused(format!("The Idempotency-Key header {}.", e.rule)))
 }
 
 async fn consume(
@@ -212,7 +219,7 @@ async fn consume(
     let body = with_fields(
         &body,
         &[
-            ("idempotency_key", json!(key)),
+            ("idempotency_key", json!(key.as_str())),
             ("account_id", json!(account.as_str())),
         ],
     )?;

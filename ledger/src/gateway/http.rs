@@ -52,19 +52,7 @@ async fn create(
     principal.check(Action::TopUp, Some(&account))?;
     let body = body_or_error(body, state.body_max)?;
     let request: CreateTopupRequest = decode_request(&body)?;
-    let key = idempotency_key(&headers)?
-        .map(|k| {
-            IdempotencyKey::parse(k).map_err(|e| {
-                ApiError(Box::new(
-                    ErrorBody::new(
-                        ErrorCode::InvalidRequest,
-                        format!("The Idempotency-Key header {}.", e.rule),
-                    )
-                    .with_detail("field", "Idempotency-Key"),
-                ))
-            })
-        })
-        .transpose()?;
+    let key = idempotency_key(&headers)?;
     let view = state
         .gateway
         .create(&account, request, &principal.actor(), key)

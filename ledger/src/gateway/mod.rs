@@ -328,11 +328,11 @@ impl Gateway {
     }
 
     /// Sends a command to the ledger's command service.
-    async fn command<T: serde::Serialize>(
+    async fn command<T: serde::Serialize, R: serde::de::DeserializeOwned>(
         &self,
         name: &str,
         request: &T,
-    ) -> Result<CommandReply, Box<ErrorBody>> {
+    ) -> Result<R, Box<ErrorBody>> {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(crate::api::nats::ACTOR_HEADER, ACTOR);
         let body = serde_json::to_vec(request).expect("requests serialise");
@@ -347,12 +347,11 @@ impl Gateway {
         .await
         .map_err(|_| unavailable("the ledger's command service did not answer"))?
         .map_err(|e| unavailable(format!("the ledger's command service: {e}")))?;
-        if let Ok(r) = serde_json::from_slice::<CommandReply>(&reply.payload) {
-            return Ok(r);
+        if let Ok(e) = serde_json::from_slice::<ErrorBody>(&reply.payload) {
+            return Err(Box::new(e));
         }
-        let e: ErrorBody = serde_json::from_slice(&reply.payload)
-            .map_err(|e| internal(format!("an unreadable reply from the ledger: {e}")))?;
-        Err(Box::new(e))
+        serde_json::from_slice(&reply.payload)
+            .map_err(|e| internal(format!("an unreadable reply from the ledger: {e}")))
     }
 
     /// What Razorpay says about a top-up now.
@@ -438,7 +437,7 @@ impl Gateway {
                     reason,
                 }) => {
                     let payment_id = topup.captured.as_ref().map(|c| c.payment_id.clone());
-                    let reply = self
+                    let reply: CommandReply = self
                         .command(
                             "grant",
                             &GrantRequest {
@@ -463,7 +462,7 @@ impl Gateway {
                     refund_id,
                     credits,
                 }) => {
-                    self.command(
+                    self.command::<_, CommandReply>(
                         "reverse",
                         &ReverseRequest {
                             idempotency_key: IdempotencyKey::parse(key)
@@ -548,21 +547,14 @@ impl Gateway {
         }
         let rp = self.razorpay()?;
         // The account must exist: the command service is the authority.
-        let balance = self
-            .inner
-            .store
-            .client()
-            .request(
-                format!("{}.cmd.get_balance", self.inner.prefix),
-                serde_json::to_vec(&json!({"account_id": account}))
-                    .expect("requests serialise")
-                    .into(),
+        let _: BalanceReply = self
+            .command(
+                "get_balance",
+                &GetBalanceRequest {
+                    account_id: account.clone(),
+                },
             )
-            .await
-            .map_err(|e| unavailable(format!("the ledger's command service: {e}")))?;
-        if let Ok(e) = serde_json::from_slice::<ErrorBody>(&balance.payload) {
-            return Err(Box::new(e));
-        }
+            .await?;
         let (id, repeated) = match &key {
             Some(k) => self.claim(account, k, &request).await?,
             None => (Id::new_v7(), false),
@@ -572,7 +564,7 @@ impl Gateway {
         let paise = match earlier {
             Some(l) if l.topup.order.is_some() => return Ok(self.view(&l.topup)),
             Some(l) => l.topup.quote.amount_inr_paise,
-            None => self.quote(account, id, &request, &cause).await?,
+            None => self.quote(account, id, bucket, &request, &cause).await?,
         };
         let notes = json!({"topup_id": id, "account_id": account, "phone": request.phone});
         // A repeat finishes what the first request started: the order may exist.
@@ -671,12 +663,12 @@ impl Gateway {
         &self,
         account: &AccountId,
         id: Id,
+        bucket: Bucket,
         request: &CreateTopupRequest,
         cause: &str,
     ) -> Result<Paise, Box<ErrorBody>> {
         let s = &self.inner.settings;
         let rp = self.razorpay()?;
-        let bucket = request.bucket.clone().unwrap_or_else(Bucket::general);
         let now = Timestamp::now();
         let quote = rp
             .fx

@@ -263,6 +263,19 @@ impl Shop {
         (grants, reversals, balance)
     }
 
+    /// A top-up of `usd` paid by card and credited, then disputed by the
+    /// customer's bank; the top-up's and the dispute's ids.
+    async fn disputed(&self, account: &str, usd: &str) -> (String, String) {
+        let (t, o) = self.topup(account, usd).await;
+        let p = self.pay(&o, paid("card")).await;
+        self.wait_status(&t, "credited").await;
+        let d = self
+            .control(&format!("/_fake/payments/{p}/dispute"), json!({}))
+            .await;
+        self.wait_status(&t, "disputed").await;
+        (t, d["id"].as_str().unwrap().to_owned())
+    }
+
     /// A $6.00 payment fails, then the bank confirms it after all: one
     /// credit, for that payment.
     async fn late_authorisation(&self, account: &str) {
@@ -470,19 +483,12 @@ async fn refunds_and_disputes_take_back_what_they_should() {
     assert!(balance.is_zero(), "{balance}");
 
     // A lost dispute: the credits are held while it is open, and stay taken.
-    let (t, o) = shop.topup("disputed", "10.00").await;
-    let p = shop.pay(&o, paid("card")).await;
-    shop.wait_status(&t, "credited").await;
-    let d = shop
-        .control(&format!("/_fake/payments/{p}/dispute"), json!({}))
-        .await;
-    shop.wait_status(&t, "disputed").await;
+    let (t, d) = shop.disputed("disputed", "10.00").await;
     let started = Instant::now();
     while !shop.credits("disputed").await.2.is_zero() {
         assert!(started.elapsed() < Duration::from_secs(30));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let d = d["id"].as_str().unwrap();
     shop.control(
         &format!("/_fake/disputes/{d}/resolve"),
         json!({"outcome": "lost"}),
@@ -496,15 +502,9 @@ async fn refunds_and_disputes_take_back_what_they_should() {
     shop.wait_status(&t, "disputed").await;
 
     // A won dispute gives the held credits back.
-    let (t, o) = shop.topup("won", "2.00").await;
-    let p = shop.pay(&o, paid("card")).await;
-    shop.wait_status(&t, "credited").await;
-    let d = shop
-        .control(&format!("/_fake/payments/{p}/dispute"), json!({}))
-        .await;
-    shop.wait_status(&t, "disputed").await;
+    let (t, d) = shop.disputed("won", "2.00").await;
     shop.control(
-        &format!("/_fake/disputes/{}/resolve", d["id"].as_str().unwrap()),
+        &format!("/_fake/disputes/{d}/resolve"),
         json!({"outcome": "won"}),
     )
     .await;
