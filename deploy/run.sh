@@ -8,7 +8,9 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 ./deploy/local/start.sh
-cargo build --release --locked -p ledger -p ledger-gateway-adapter
+# The ledger as it ships (no fake inside), and the fake Razorpay on its own.
+cargo build --release --locked -p ledger-cli
+cargo build --release --locked -p ledger-gateway-adapter --features fake --bin fake-razorpay
 
 export LEDGER_ADMIN_TOKEN="${LEDGER_ADMIN_TOKEN:-local-admin-token}"
 export LEDGER_HTTP_ADDR="${LEDGER_HTTP_ADDR:-127.0.0.1:8080}"

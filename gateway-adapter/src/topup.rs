@@ -217,21 +217,46 @@ pub enum Effect {
     },
 }
 
-/// One move forward: an optional effect, then the event that records it.
-/// After a grant, the gateway fills in `grant_stream_seq`; after a refund,
-/// the refund's id.
+/// One move forward: an optional effect, then the event that records it
+/// ([`Step::finish`], given what the effect returned).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     pub effect: Option<Effect>,
-    pub record: EventData,
+    record: EventData,
+}
+
+/// What carrying out a step's effect returned, for the event that records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Done {
+    /// No effect, or one whose record needs nothing back (a reversal).
+    Nothing,
+    /// The grant's event is at this stream seq.
+    Granted { stream_seq: u64 },
+    /// Razorpay's id of the refund made.
+    Refunded { refund_id: String },
 }
 
 impl Step {
-    fn record(record: EventData) -> Self {
+    fn only(record: EventData) -> Self {
         Step {
             effect: None,
             record,
         }
+    }
+
+    /// The event that records this step, once its effect is done.
+    pub fn finish(self, done: Done) -> EventData {
+        let mut record = self.record;
+        match (&mut record, done) {
+            (EventData::TopupCredited(c), Done::Granted { stream_seq }) => {
+                c.grant_stream_seq = stream_seq;
+            }
+            (EventData::RefundProcessed(r), Done::Refunded { refund_id }) => {
+                r.refund_id = refund_id;
+            }
+            _ => {}
+        }
+        record
     }
 }
 
@@ -259,7 +284,7 @@ pub fn next_step(
             .order
             .as_ref()
             .filter(|o| o.receipt.as_deref() == Some(id.to_string().as_str()))?;
-        return Some(Step::record(EventData::GatewayOrderCreated(
+        return Some(Step::only(EventData::GatewayOrderCreated(
             GatewayOrderCreated {
                 topup_id: id,
                 order_id: o.id.clone(),
@@ -311,7 +336,7 @@ pub fn next_step(
         && !topup.progress.quarantined
         && age_ms >= abandon_after.as_millis() as i64
     {
-        return Some(Step::record(EventData::TopupAbandoned(TopupAbandoned {
+        return Some(Step::only(EventData::TopupAbandoned(TopupAbandoned {
             topup_id: id,
         })));
     }
@@ -336,20 +361,18 @@ fn payment_step(
             } else {
                 "amount_mismatch"
             };
-            return Some(Step::record(EventData::TopupQuarantined(
-                TopupQuarantined {
-                    topup_id: id,
-                    payment_id: Some(p.id.clone()),
-                    reason: reason.into(),
-                    expected_inr_paise: expected,
-                    observed_inr_paise: Paise::new(p.amount).ok(),
-                    observed_currency: Some(p.currency.clone()),
-                },
-            )));
+            return Some(Step::only(EventData::TopupQuarantined(TopupQuarantined {
+                topup_id: id,
+                payment_id: Some(p.id.clone()),
+                reason: reason.into(),
+                expected_inr_paise: expected,
+                observed_inr_paise: Paise::new(p.amount).ok(),
+                observed_currency: Some(p.currency.clone()),
+            })));
         }
         return match &topup.captured {
             None if !topup.progress.quarantined => {
-                Some(Step::record(EventData::PaymentCaptured(PaymentCaptured {
+                Some(Step::only(EventData::PaymentCaptured(PaymentCaptured {
                     topup_id: id,
                     payment_id: p.id.clone(),
                     order_id: order.order_id.clone(),
@@ -381,28 +404,24 @@ fn payment_step(
         };
     }
     match p.status.as_str() {
-        "failed" if !seen("failed") => {
-            Some(Step::record(EventData::PaymentFailed(PaymentFailed {
-                topup_id: id,
-                payment_id: p.id.clone(),
-                order_id: order.order_id.clone(),
-                method: p.method.clone(),
-                error_code: p.error_code.clone(),
-                error_description: p.error_description.clone(),
-            })))
-        }
+        "failed" if !seen("failed") => Some(Step::only(EventData::PaymentFailed(PaymentFailed {
+            topup_id: id,
+            payment_id: p.id.clone(),
+            order_id: order.order_id.clone(),
+            method: p.method.clone(),
+            error_code: p.error_code.clone(),
+            error_description: p.error_description.clone(),
+        }))),
         "failed" => None,
-        status if !seen(status) => {
-            Some(Step::record(EventData::PaymentObserved(PaymentObserved {
-                topup_id: id,
-                payment_id: p.id.clone(),
-                order_id: order.order_id.clone(),
-                status: status.to_owned(),
-                method: p.method.clone(),
-                amount_inr_paise: Paise::new(p.amount).ok()?,
-                currency: p.currency.clone(),
-            })))
-        }
+        status if !seen(status) => Some(Step::only(EventData::PaymentObserved(PaymentObserved {
+            topup_id: id,
+            payment_id: p.id.clone(),
+            order_id: order.order_id.clone(),
+            status: status.to_owned(),
+            method: p.method.clone(),
+            amount_inr_paise: Paise::new(p.amount).ok()?,
+            currency: p.currency.clone(),
+        }))),
         _ => None,
     }
 }
@@ -481,7 +500,7 @@ fn dispute_step(topup: &Topup, captured: &PaymentCaptured, observed: &Observed) 
                 });
             }
             Some((_, None)) if matches!(d.status.as_str(), "lost" | "closed") => {
-                return Some(Step::record(EventData::DisputeClosed(DisputeClosed {
+                return Some(Step::only(EventData::DisputeClosed(DisputeClosed {
                     topup_id: id,
                     payment_id: captured.payment_id.clone(),
                     dispute_id: d.id.clone(),
@@ -571,14 +590,14 @@ mod tests {
             let Some(step) = next_step(&t, observed, at("2026-11-21T10:01:00.000Z"), HOUR) else {
                 return (effects, t);
             };
-            let mut record = step.record;
-            if let (Some(Effect::Refund { .. }), EventData::RefundProcessed(r)) =
-                (&step.effect, &mut record)
-            {
-                r.refund_id = "rfnd_dup".into();
-            }
-            effects.extend(step.effect);
-            events.push(record);
+            let done = match &step.effect {
+                Some(Effect::Refund { .. }) => Done::Refunded {
+                    refund_id: "rfnd_dup".into(),
+                },
+                _ => Done::Nothing,
+            };
+            effects.extend(step.effect.clone());
+            events.push(step.finish(done));
         }
         panic!("no end of steps");
     }

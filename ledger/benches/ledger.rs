@@ -971,9 +971,14 @@ async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Ro
     running.stop().await.unwrap();
 
     // Projector lag at a fixed offered rate, with the projections running.
-    let running = ledger::serve::start(&config, ledger::serve::Role::All)
-        .await
-        .unwrap();
+    let running = {
+        let mut p = ledger::serve::Process::connect(&config, &[]).await.unwrap();
+        ledger::serve::command(&mut p, &config).await.unwrap();
+        ledger::serve::projections(&mut p, &config);
+        p.serve(&config, ledger::api::openapi::document())
+            .await
+            .unwrap()
+    };
     let (achieved, lags) = projector_lag(&client, &pg.url(), &accounts, a.lag_duration).await;
     running.stop().await.unwrap();
     rows.push(Row {

@@ -181,39 +181,6 @@ pub struct Config {
     pub stream_name: String,
     pub usage_stream_name: String,
     pub subject_prefix: String,
-    pub razorpay_base_url: Option<String>,
-    pub razorpay_key_id: Option<String>,
-    pub razorpay_key_secret: Option<Secret>,
-    pub razorpay_webhook_secret: Option<Secret>,
-    /// A fixed INR-per-USD base rate (development); `fx_rate_file` wins when set.
-    #[serde(deserialize_with = "decimal_text_opt")]
-    pub fx_usd_inr: Option<String>,
-    /// A JSON rate file operations update: `{"usd_inr", "source", "as_of"}`.
-    pub fx_rate_file: Option<String>,
-    /// Added to the base rate, in basis points.
-    pub fx_spread_bps: u32,
-    /// How long a quote is honoured.
-    pub fx_quote_ttl_s: u64,
-    /// A rate file older than this is refused (top-ups answer `unavailable`).
-    pub fx_rate_file_age_max_s: u64,
-    #[serde(deserialize_with = "decimal_text")]
-    pub credits_per_usd: String,
-    /// The largest top-up, in USD (the smallest is 1.00).
-    #[serde(deserialize_with = "decimal_text")]
-    pub topup_usd_max: String,
-    /// A top-up with no captured payment after this long is marked abandoned
-    /// (and still reconciled until the horizon).
-    pub topup_abandon_after_s: u64,
-    /// Delay before an open top-up is first polled.
-    pub reconcile_first_s: u64,
-    /// The longest wait between two polls of one top-up.
-    pub reconcile_interval_max_s: u64,
-    /// How long after creation a top-up is polled (covers late authorisation).
-    pub reconcile_horizon_s: u64,
-    /// How often the poller looks for due top-ups.
-    pub reconcile_tick_ms: u64,
-    /// How long one call to Razorpay may take.
-    pub razorpay_timeout_ms: u64,
     pub limits: Limits,
 }
 
@@ -231,23 +198,6 @@ impl Default for Config {
             stream_name: "LEDGER".into(),
             usage_stream_name: "LEDGER_USAGE".into(),
             subject_prefix: "ledger".into(),
-            razorpay_base_url: None,
-            razorpay_key_id: None,
-            razorpay_key_secret: None,
-            razorpay_webhook_secret: None,
-            fx_usd_inr: None,
-            fx_rate_file: None,
-            fx_spread_bps: 0,
-            fx_quote_ttl_s: 900,
-            fx_rate_file_age_max_s: 24 * 3600,
-            credits_per_usd: "1".into(),
-            topup_usd_max: "10000.00".into(),
-            topup_abandon_after_s: 24 * 3600,
-            reconcile_first_s: 30,
-            reconcile_interval_max_s: 6 * 3600,
-            reconcile_horizon_s: 7 * 24 * 3600,
-            reconcile_tick_ms: 1000,
-            razorpay_timeout_ms: 10_000,
             limits: Limits::default(),
         }
     }
@@ -257,17 +207,15 @@ impl Config {
     /// Defaults, then the TOML file (if given), then `LEDGER_*` variables
     /// (`LEDGER_LIMITS__PUBLISH_TIMEOUT_MS` reaches a nested field).
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        let mut f = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(path) = file {
-            anyhow::ensure!(
-                path.exists(),
-                "configuration file {} not found",
-                path.display()
-            );
-            f = f.merge(Toml::file(path));
-        }
-        f = f.merge(Env::prefixed("LEDGER_").split("__"));
-        let config: Config = f.extract()?;
+        Self::from_sources(&sources(file)?)
+    }
+
+    /// The settings `sources` give, over the defaults. Other parts of the
+    /// process (the gateway) read their own settings from the same sources.
+    pub fn from_sources(sources: &Figment) -> anyhow::Result<Self> {
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(sources.clone())
+            .extract()?;
         config.validate()?;
         Ok(config)
     }
@@ -310,6 +258,21 @@ impl Config {
     }
 }
 
+/// The TOML file (if given), then `LEDGER_*` variables
+/// (`LEDGER_LIMITS__PUBLISH_TIMEOUT_MS` reaches a nested field).
+pub fn sources(file: Option<&Path>) -> anyhow::Result<Figment> {
+    let mut f = Figment::new();
+    if let Some(path) = file {
+        anyhow::ensure!(
+            path.exists(),
+            "configuration file {} not found",
+            path.display()
+        );
+        f = f.merge(Toml::file(path));
+    }
+    Ok(f.merge(Env::prefixed("LEDGER_").split("__")))
+}
+
 /// A decimal kept as its text. The environment provider reads
 /// `LEDGER_FX_USD_INR=83.12` as a number; a number is taken back to text
 /// (Rust prints the shortest form that reads back as the same value).
@@ -331,16 +294,16 @@ impl From<DecimalText> for String {
     }
 }
 
-fn decimal_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+pub fn decimal_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     DecimalText::deserialize(d).map(String::from)
 }
 
-fn decimal_text_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+pub fn decimal_text_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Ok(Option::<DecimalText>::deserialize(d)?.map(String::from))
 }
 
 /// Renders settings as `key = value` lines (JSON values), nested tables as dotted keys.
-fn toml_like(v: &serde_json::Value) -> String {
+pub fn toml_like(v: &serde_json::Value) -> String {
     fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
         match v {
             serde_json::Value::Object(m) => {
@@ -369,29 +332,12 @@ mod tests {
     fn secrets_never_print() {
         let c = Config {
             admin_token: Some(Secret::new("s3cret-admin")),
-            razorpay_key_secret: Some(Secret::new("rzp-s3cret")),
             ..Config::default()
         };
         let printed = c.to_printable();
         assert!(!printed.contains("s3cret"), "{printed}");
         assert!(printed.contains("admin_token = \"[hidden]\""), "{printed}");
         assert!(!format!("{c:?}").contains("s3cret"));
-    }
-
-    #[test]
-    // figment's test jail fixes the closure's error type.
-    #[allow(clippy::result_large_err)]
-    fn decimals_from_the_environment_stay_exact() {
-        figment::Jail::expect_with(|jail| {
-            jail.set_env("LEDGER_FX_USD_INR", "83.12");
-            jail.set_env("LEDGER_CREDITS_PER_USD", "2");
-            jail.set_env("LEDGER_TOPUP_USD_MAX", "250.50");
-            let c = Config::load(None).expect("loads");
-            assert_eq!(c.fx_usd_inr.as_deref(), Some("83.12"));
-            assert_eq!(c.credits_per_usd, "2");
-            assert_eq!(c.topup_usd_max, "250.5");
-            Ok(())
-        });
     }
 
     #[test]

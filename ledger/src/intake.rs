@@ -240,9 +240,7 @@ fn to_request(message: &jetstream::Message, prefix: &str) -> Result<CommandReque
             usage.service, usage.account_id
         )));
     }
-    let hash = hex::encode(Sha256::digest(
-        serde_json::to_vec(&usage).expect("usage serialises"),
-    ));
+    let hash = ledger_schemas::request_hash(None, &usage);
     let actor = Actor::parse(format!("service:{service}")).map_err(|e| Dead(e.to_string()))?;
     Ok(CommandRequest {
         account: usage.account_id.clone(),

@@ -1,4 +1,6 @@
-//! Prometheus metrics of the command side (`GET /metrics`).
+//! Prometheus metrics of the process (`GET /metrics`): the command side's
+//! and the read side's here; other parts register theirs through
+//! [`Metrics::register`].
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -30,18 +32,6 @@ pub struct ProjectionLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct WebhookLabels {
-    /// `accepted`, `duplicate`, `invalid_signature`, `invalid`, `processed`, `failed`.
-    pub result: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TopupEventLabels {
-    /// The event type the gateway recorded.
-    pub event: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IntakeLabels {
     /// `consumed`, `rejected`, `dead_letter`, `duplicate`.
     pub result: &'static str,
@@ -64,9 +54,6 @@ pub struct Metrics {
     pub reservations_expired: Counter,
     /// Events in the stream a projector has not applied yet.
     pub projection_lag: Family<ProjectionLabels, Gauge>,
-    pub webhooks: Family<WebhookLabels, Counter>,
-    pub topup_events: Family<TopupEventLabels, Counter>,
-    pub topup_syncs_failed: Counter,
 }
 
 impl Default for Metrics {
@@ -84,9 +71,6 @@ impl Default for Metrics {
             intake_lag_seconds: Gauge::default(),
             reservations_expired: Counter::default(),
             projection_lag: Family::default(),
-            webhooks: Family::default(),
-            topup_events: Family::default(),
-            topup_syncs_failed: Counter::default(),
         };
         {
             let mut r = m.registry.lock().expect("metrics registry");
@@ -141,21 +125,6 @@ impl Default for Metrics {
                 m.projection_lag.clone(),
             );
             r.register(
-                "razorpay_webhooks",
-                "Razorpay webhooks by result",
-                m.webhooks.clone(),
-            );
-            r.register(
-                "topup_events",
-                "Events the gateway recorded on top-ups, by type",
-                m.topup_events.clone(),
-            );
-            r.register(
-                "topup_syncs_failed",
-                "Syncs of a top-up with Razorpay that did not finish (retried by polling)",
-                m.topup_syncs_failed.clone(),
-            );
-            r.register(
                 "reservations_expired",
                 "Reservations released because their time ran out",
                 m.reservations_expired.clone(),
@@ -180,8 +149,18 @@ impl Metrics {
         }
     }
 
-    pub fn webhook(&self, result: &'static str) {
-        self.webhooks.get_or_create(&WebhookLabels { result }).inc();
+    /// Registers metrics of another part of the process (the gateway's)
+    /// under the same `ledger_` prefix, served by the same `/metrics`.
+    pub fn register(
+        &self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        self.registry
+            .lock()
+            .expect("metrics registry")
+            .register(name, help, metric);
     }
 
     pub fn intake(&self, result: &'static str) {

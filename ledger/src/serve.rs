@@ -1,4 +1,12 @@
-//! `ledger serve`: connects to NATS and PostgreSQL and runs the roles asked for.
+//! Running the ledger's parts in one process.
+//!
+//! A [`Process`] holds what every role shares (the NATS connection, the
+//! event store, the PostgreSQL pool, metrics, tokens, the shutdown token,
+//! the HTTP routes and the background tasks). Each role adds its routes and
+//! tasks to it: [`command`] and [`projections`] here, the gateway's in
+//! `ledger-gateway-adapter`; [`Process::serve`] then adds what every process
+//! serves (the read API, health, readiness, metrics, the OpenAPI document)
+//! and starts HTTP. The `ledger` binary chooses the roles.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,19 +23,6 @@ use crate::engine::Engine;
 use crate::intake::{self, IntakeSettings};
 use crate::metrics::Metrics;
 use crate::store::{EventStore, StreamSettings};
-
-/// The parts of the system one process can run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Role {
-    /// Commands (NATS and HTTP), usage intake, reservation expiry.
-    Command,
-    /// Projectors into PostgreSQL and the query API.
-    Projections,
-    /// The Razorpay boundary.
-    Gateway,
-    /// Every role in one process.
-    All,
-}
 
 /// How long start-up waits for NATS and PostgreSQL to answer.
 const CONNECT_WAIT: Duration = Duration::from_secs(60);
@@ -51,12 +46,16 @@ pub async fn connect_nats(url: &str) -> anyhow::Result<async_nats::Client> {
     }
 }
 
-/// Opens the pool and applies migrations, retrying while PostgreSQL comes up.
-pub async fn connect_db(url: &str) -> anyhow::Result<deadpool_postgres::Pool> {
+/// Opens the pool and applies migrations (the command side's, `others`, and
+/// the read models'), retrying while PostgreSQL comes up.
+pub async fn connect_db(
+    url: &str,
+    others: &[refinery::Migration],
+) -> anyhow::Result<deadpool_postgres::Pool> {
     let pool = crate::db::pool(url)?;
     let started = std::time::Instant::now();
     loop {
-        match crate::db::migrate(&pool).await {
+        match crate::db::migrate(&pool, others).await {
             Ok(()) => return Ok(pool),
             Err(e) if started.elapsed() < CONNECT_WAIT => {
                 tracing::info!(error = format!("{e:#}"), "waiting for PostgreSQL");
@@ -64,6 +63,222 @@ pub async fn connect_db(url: &str) -> anyhow::Result<deadpool_postgres::Pool> {
             }
             Err(e) => return Err(e).context("connecting to PostgreSQL"),
         }
+    }
+}
+
+/// Opens stream `LEDGER` as the configuration names it.
+pub async fn open_store(client: async_nats::Client, config: &Config) -> anyhow::Result<EventStore> {
+    let settings = StreamSettings {
+        name: config.stream_name.clone(),
+        prefix: format!("{}.events", config.subject_prefix),
+        ..StreamSettings::default()
+    };
+    EventStore::open(client, settings).await
+}
+
+/// A process being assembled: shared connections, routes and tasks.
+pub struct Process {
+    pub client: async_nats::Client,
+    pub store: EventStore,
+    pub pool: deadpool_postgres::Pool,
+    pub metrics: Arc<Metrics>,
+    pub tokens: Tokens,
+    pub shutdown: CancellationToken,
+    /// Set when the process runs the command role.
+    pub engine: Option<Engine>,
+    routes: Vec<axum::Router>,
+    tasks: tokio::task::JoinSet<anyhow::Result<()>>,
+}
+
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field("command", &self.engine.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Process {
+    /// Connects to NATS and PostgreSQL and applies the migrations (the
+    /// command side's, `migrations`, and the read models').
+    pub async fn connect(
+        config: &Config,
+        migrations: &[refinery::Migration],
+    ) -> anyhow::Result<Self> {
+        let client = connect_nats(&config.nats_url).await?;
+        let store = open_store(client.clone(), config).await?;
+        let pool = connect_db(&config.database_url, migrations).await?;
+        Ok(Process {
+            client,
+            store,
+            pool,
+            metrics: Arc::new(Metrics::default()),
+            tokens: Tokens::from_config(config),
+            shutdown: CancellationToken::new(),
+            engine: None,
+            routes: Vec::new(),
+            tasks: tokio::task::JoinSet::new(),
+        })
+    }
+
+    /// Serves `router`'s routes on the process's HTTP address.
+    pub fn route(&mut self, router: axum::Router) {
+        self.routes.push(router);
+    }
+
+    /// Runs `task` until shutdown; an error ends the process.
+    pub fn spawn(
+        &mut self,
+        task: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) {
+        self.tasks.spawn(task);
+    }
+
+    /// Adds what every process serves (reads, health, readiness, metrics,
+    /// `openapi`) and starts HTTP.
+    pub async fn serve(
+        mut self,
+        config: &Config,
+        openapi: serde_json::Value,
+    ) -> anyhow::Result<Running> {
+        let catalog = config.catalog()?;
+        let pool = self.pool.clone();
+        let stream = self.store.stream().clone();
+        self.route(crate::api::reads::router(ReadState {
+            pool: pool.clone(),
+            stream: stream.clone(),
+            tokens: self.tokens.clone(),
+            services: catalog.services().map(|s| s.to_string()).collect(),
+            history_page_size_max: config.limits.history_page_size_max,
+        }));
+        let ready: ReadyCheck = {
+            let client = self.client.clone();
+            let pool = pool.clone();
+            Arc::new(move || {
+                let client = client.clone();
+                let pool = pool.clone();
+                async move {
+                    if client.connection_state() != async_nats::connection::State::Connected {
+                        return Err("NATS is not connected".to_owned());
+                    }
+                    let conn = pool.get().await.map_err(|e| format!("PostgreSQL: {e}"))?;
+                    conn.simple_query("SELECT 1")
+                        .await
+                        .map_err(|e| format!("PostgreSQL: {e}"))?;
+                    Ok(())
+                }
+                .boxed()
+            })
+        };
+        let refresh: ReadyCheck = {
+            let metrics = self.metrics.clone();
+            Arc::new(move || {
+                let (pool, stream, metrics) = (pool.clone(), stream.clone(), metrics.clone());
+                async move {
+                    let list = crate::api::reads::projection_status(&pool, &stream)
+                        .await
+                        .map_err(|e| format!("{:?}", e.0))?;
+                    for p in list {
+                        let labels = crate::metrics::ProjectionLabels {
+                            projection: p["projection"].as_str().unwrap_or_default().to_owned(),
+                        };
+                        metrics
+                            .projection_lag
+                            .get_or_create(&labels)
+                            .set(p["lag"].as_i64().unwrap_or_default());
+                    }
+                    Ok(())
+                }
+                .boxed()
+            })
+        };
+        self.route(crate::api::http::base_router(BaseState {
+            ready,
+            metrics: self.metrics.clone(),
+            refresh: Some(refresh),
+            openapi: Arc::new(openapi),
+        }));
+
+        let listener = tokio::net::TcpListener::bind(&config.http_addr)
+            .await
+            .with_context(|| format!("binding HTTP to {}", config.http_addr))?;
+        let http_addr = listener.local_addr()?;
+        let app = crate::api::http::app(
+            std::mem::take(&mut self.routes),
+            config.limits.request_body_bytes_max,
+        );
+        let token = self.shutdown.clone();
+        self.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
+                .context("HTTP server")
+        });
+        Ok(Running {
+            engine: self.engine,
+            http_addr,
+            shutdown: self.shutdown,
+            tasks: self.tasks,
+        })
+    }
+}
+
+/// The command role: commands over NATS and HTTP, the usage intake, and
+/// reservation expiry with idempotency-key retention.
+pub async fn command(p: &mut Process, config: &Config) -> anyhow::Result<()> {
+    let engine = Engine::new(
+        p.store.clone(),
+        p.pool.clone(),
+        config.catalog()?,
+        config.limits.clone(),
+        p.metrics.clone(),
+    );
+    p.route(crate::api::http::command_router(AppState {
+        engine: engine.clone(),
+        tokens: p.tokens.clone(),
+    }));
+    let serving =
+        crate::api::nats::start(p.client.clone(), engine.clone(), &config.subject_prefix).await?;
+    let token = p.shutdown.clone();
+    p.spawn(async move { serving.run(token.cancelled_owned()).await });
+
+    let intake_settings = IntakeSettings {
+        stream: config.usage_stream_name.clone(),
+        dead_stream: format!("{}_DEAD", config.usage_stream_name),
+        prefix: config.subject_prefix.clone(),
+        duplicate_window: Duration::from_secs(120),
+        ack_pending_max: config.limits.usage_ack_pending_max,
+    };
+    let token = p.shutdown.clone();
+    let e = engine.clone();
+    p.spawn(async move { intake::run(e, intake_settings, token.cancelled_owned()).await });
+
+    let token = p.shutdown.clone();
+    let e = engine.clone();
+    let sweep = Duration::from_millis(config.reservation_sweep_interval_ms);
+    let retention = Duration::from_secs(config.idempotency_retention_s);
+    p.spawn(async move {
+        e.run_maintenance(sweep, retention, token.cancelled_owned())
+            .await;
+        Ok(())
+    });
+    p.engine = Some(engine);
+    Ok(())
+}
+
+/// The projections role: one projector per read model (each takes its
+/// advisory lock, so a second process stands by).
+pub fn projections(p: &mut Process, config: &Config) {
+    let board = ledger_projections::projector::StatusBoard::default();
+    for projection in ledger_projections::projector::Projection::ALL {
+        let projector = ledger_projections::projector::Projector {
+            projection,
+            database_url: config.database_url.clone(),
+            stream: p.store.stream().clone(),
+            status: board.clone(),
+        };
+        let token = p.shutdown.clone();
+        p.spawn(async move { projector.run(token).await });
     }
 }
 
@@ -100,182 +315,21 @@ impl Running {
     }
 }
 
-/// Starts the command role only.
+/// The command role alone, with the command side's migrations only (for the
+/// benchmark and tools on a fresh database; the `ledger` binary applies the
+/// gateway's too).
 pub async fn start_command(config: &Config) -> anyhow::Result<Running> {
-    start(config, Role::Command).await
-}
-
-/// Starts the roles asked for; every process also serves the read API,
-/// health, readiness and metrics on `http_addr`.
-pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
-    let runs_command = matches!(role, Role::Command | Role::All);
-    let runs_projections = matches!(role, Role::Projections | Role::All);
-    let runs_gateway = matches!(role, Role::Gateway | Role::All);
-    let client = connect_nats(&config.nats_url).await?;
-    let settings = StreamSettings {
-        name: config.stream_name.clone(),
-        prefix: format!("{}.events", config.subject_prefix),
-        ..StreamSettings::default()
-    };
-    let store = EventStore::open(client.clone(), settings).await?;
-    let pool = connect_db(&config.database_url).await?;
-    let metrics = Arc::new(Metrics::default());
-    let tokens = Tokens::from_config(config);
-    let shutdown = CancellationToken::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut routers = Vec::new();
-
-    let engine = if runs_command {
-        let engine = Engine::new(
-            store.clone(),
-            pool.clone(),
-            config.catalog()?,
-            config.limits.clone(),
-            metrics.clone(),
-        );
-        routers.push(crate::api::http::command_router(AppState {
-            engine: engine.clone(),
-            tokens: tokens.clone(),
-        }));
-        let serving =
-            crate::api::nats::start(client.clone(), engine.clone(), &config.subject_prefix).await?;
-        let token = shutdown.clone();
-        tasks.spawn(async move { serving.run(token.cancelled_owned()).await });
-
-        let intake_settings = IntakeSettings {
-            stream: config.usage_stream_name.clone(),
-            dead_stream: format!("{}_DEAD", config.usage_stream_name),
-            prefix: config.subject_prefix.clone(),
-            duplicate_window: Duration::from_secs(120),
-            ack_pending_max: config.limits.usage_ack_pending_max,
-        };
-        let token = shutdown.clone();
-        let e = engine.clone();
-        tasks.spawn(async move { intake::run(e, intake_settings, token.cancelled_owned()).await });
-
-        let token = shutdown.clone();
-        let e = engine.clone();
-        let sweep = Duration::from_millis(config.reservation_sweep_interval_ms);
-        let retention = Duration::from_secs(config.idempotency_retention_s);
-        tasks.spawn(async move {
-            e.run_maintenance(sweep, retention, token.cancelled_owned())
-                .await;
-            Ok(())
-        });
-        Some(engine)
-    } else {
-        None
-    };
-
-    if runs_gateway {
-        let gateway =
-            crate::gateway::Gateway::new(config, store.clone(), pool.clone(), metrics.clone())?;
-        routers.push(crate::gateway::http::router(
-            crate::gateway::http::GatewayState {
-                gateway: gateway.clone(),
-                tokens: tokens.clone(),
-                body_max: config.limits.request_body_bytes_max,
-            },
-        ));
-        let token = shutdown.clone();
-        tasks.spawn(crate::gateway::poller::run(gateway, token));
-    }
-
-    if runs_projections {
-        let board = ledger_projections::projector::StatusBoard::default();
-        for projection in ledger_projections::projector::Projection::ALL {
-            let projector = ledger_projections::projector::Projector {
-                projection,
-                database_url: config.database_url.clone(),
-                stream: store.stream().clone(),
-                status: board.clone(),
-            };
-            let token = shutdown.clone();
-            tasks.spawn(async move { projector.run(token).await });
-        }
-    }
-
-    let catalog = config.catalog()?;
-    routers.push(crate::api::reads::router(ReadState {
-        pool: pool.clone(),
-        stream: store.stream().clone(),
-        tokens: tokens.clone(),
-        services: catalog.services().map(|s| s.to_string()).collect(),
-        history_page_size_max: config.limits.history_page_size_max,
-    }));
-    let ready: ReadyCheck = {
-        let client = client.clone();
-        let pool = pool.clone();
-        Arc::new(move || {
-            let client = client.clone();
-            let pool = pool.clone();
-            async move {
-                if client.connection_state() != async_nats::connection::State::Connected {
-                    return Err("NATS is not connected".to_owned());
-                }
-                let conn = pool.get().await.map_err(|e| format!("PostgreSQL: {e}"))?;
-                conn.simple_query("SELECT 1")
-                    .await
-                    .map_err(|e| format!("PostgreSQL: {e}"))?;
-                Ok(())
-            }
-            .boxed()
-        })
-    };
-    let refresh: ReadyCheck = {
-        let pool = pool.clone();
-        let stream = store.stream().clone();
-        let metrics = metrics.clone();
-        Arc::new(move || {
-            let (pool, stream, metrics) = (pool.clone(), stream.clone(), metrics.clone());
-            async move {
-                let list = crate::api::reads::projection_status(&pool, &stream)
-                    .await
-                    .map_err(|e| format!("{:?}", e.0))?;
-                for p in list {
-                    let labels = crate::metrics::ProjectionLabels {
-                        projection: p["projection"].as_str().unwrap_or_default().to_owned(),
-                    };
-                    metrics
-                        .projection_lag
-                        .get_or_create(&labels)
-                        .set(p["lag"].as_i64().unwrap_or_default());
-                }
-                Ok(())
-            }
-            .boxed()
-        })
-    };
-    routers.push(crate::api::http::base_router(BaseState {
-        ready,
-        metrics,
-        refresh: Some(refresh),
-    }));
-
-    let listener = tokio::net::TcpListener::bind(&config.http_addr)
-        .await
-        .with_context(|| format!("binding HTTP to {}", config.http_addr))?;
-    let http_addr = listener.local_addr()?;
-    let app = crate::api::http::app(routers, config.limits.request_body_bytes_max);
-    let token = shutdown.clone();
-    tasks.spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await
-            .context("HTTP server")
-    });
-
-    tracing::info!(%http_addr, ?role, "ledger running");
-    Ok(Running {
-        engine,
-        http_addr,
-        shutdown,
-        tasks,
-    })
+    let mut p = Process::connect(config, &[]).await?;
+    command(&mut p, config).await?;
+    p.serve(config, crate::api::openapi::document()).await
 }
 
 /// `ledger projections rebuild`: one projection, or all of them.
-pub async fn rebuild(config: &Config, projection: Option<&str>) -> anyhow::Result<()> {
+pub async fn rebuild(
+    config: &Config,
+    projection: Option<&str>,
+    migrations: &[refinery::Migration],
+) -> anyhow::Result<()> {
     use ledger_projections::projector::Projection;
     let chosen: Vec<Projection> =
         match projection {
@@ -285,13 +339,8 @@ pub async fn rebuild(config: &Config, projection: Option<&str>) -> anyhow::Resul
             None => Projection::ALL.to_vec(),
         };
     let client = connect_nats(&config.nats_url).await?;
-    let settings = StreamSettings {
-        name: config.stream_name.clone(),
-        prefix: format!("{}.events", config.subject_prefix),
-        ..StreamSettings::default()
-    };
-    let store = EventStore::open(client, settings).await?;
-    connect_db(&config.database_url).await?;
+    let store = open_store(client, config).await?;
+    connect_db(&config.database_url, migrations).await?;
     for p in chosen {
         let report = ledger_projections::rebuild::rebuild(
             &config.database_url,

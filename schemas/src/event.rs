@@ -103,7 +103,7 @@ pub enum LedgerAccount {
     /// `customer:<account>:<bucket>`: credits a customer holds.
     Customer(AccountId, Bucket),
     /// `platform:gateway:razorpay`: where bought credits come from.
-    GatewayRazorpay,
+    PaymentGateway,
     /// `platform:revenue:<service>`: credits spent on a service.
     Revenue(Service),
     /// `platform:adjustments`: promotions and operator corrections.
@@ -116,7 +116,7 @@ impl fmt::Display for LedgerAccount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LedgerAccount::Customer(a, b) => write!(f, "customer:{a}:{b}"),
-            LedgerAccount::GatewayRazorpay => f.write_str("platform:gateway:razorpay"),
+            LedgerAccount::PaymentGateway => f.write_str("platform:gateway:razorpay"),
             LedgerAccount::Revenue(s) => write!(f, "platform:revenue:{s}"),
             LedgerAccount::Adjustments => f.write_str("platform:adjustments"),
             LedgerAccount::Reserved(s) => write!(f, "platform:reserved:{s}"),
@@ -139,7 +139,7 @@ impl FromStr for LedgerAccount {
                 AccountId::parse(*a).map_err(|_| bad())?,
                 Bucket::parse(*b).map_err(|_| bad())?,
             ),
-            ["platform", "gateway", "razorpay"] => LedgerAccount::GatewayRazorpay,
+            ["platform", "gateway", "razorpay"] => LedgerAccount::PaymentGateway,
             ["platform", "revenue", svc] => {
                 LedgerAccount::Revenue(Service::parse(*svc).map_err(|_| bad())?)
             }
@@ -648,6 +648,10 @@ mod tests {
         ] {
             assert_eq!(s.parse::<LedgerAccount>().unwrap().to_string(), s);
         }
+        assert_eq!(
+            LedgerAccount::PaymentGateway.to_string(),
+            "platform:gateway:razorpay"
+        );
         for bad in [
             "customer:acme",
             "platform:revenue:general",

@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{
+    DefaultBodyLimit, FromRef, FromRequest, FromRequestParts, Path, Request, State,
+};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,6 +29,18 @@ pub struct AppState {
     pub tokens: Tokens,
 }
 
+impl FromRef<AppState> for Tokens {
+    fn from_ref(s: &AppState) -> Tokens {
+        s.tokens.clone()
+    }
+}
+
+impl FromRef<AppState> for BodyMax {
+    fn from_ref(s: &AppState) -> BodyMax {
+        BodyMax(s.engine.limits().request_body_bytes_max)
+    }
+}
+
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState").finish_non_exhaustive()
@@ -39,6 +54,8 @@ pub struct BaseState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Called before `/metrics` is encoded, to refresh gauges read elsewhere.
     pub refresh: Option<ReadyCheck>,
+    /// The OpenAPI document of every endpoint the process serves.
+    pub openapi: Arc<Value>,
 }
 
 impl std::fmt::Debug for BaseState {
@@ -63,11 +80,77 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// `request_body_bytes_max`, for the [`Body`] extractor's message.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyMax(pub usize);
+
+/// The caller, authenticated by `Authorization: Bearer`, or `unauthorized`.
+/// (What the caller may do is checked by the handler, against the resource.)
+#[derive(Debug)]
+pub struct Caller(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller
+where
+    Tokens: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        authenticate(&Tokens::from_ref(state), &parts.headers).map(Caller)
+    }
+}
+
+/// The `{id}` path segment as an account id, or `invalid_request`.
+#[derive(Debug)]
+pub struct AccountPath(pub AccountId);
+
+impl<S: Send + Sync> FromRequestParts<S> for AccountPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let raw = path_segment(parts, state).await?;
+        path_account(&raw).map(AccountPath)
+    }
+}
+
+/// The one path segment of a route, as text.
+pub async fn path_segment<S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+) -> Result<String, ApiError> {
+    Path::<String>::from_request_parts(parts, state)
+        .await
+        .map(|Path(raw)| raw)
+        .map_err(|e| {
+            ApiError(Box::new(ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!("The path is invalid: {e}."),
+            )))
+        })
+}
+
+/// The request body, or the contract's error when it is larger than
+/// `request_body_bytes_max` or unreadable.
+#[derive(Debug)]
+pub struct Body(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body
+where
+    BodyMax: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let body = Bytes::from_request(req, state).await;
+        body_or_error(body, BodyMax::from_ref(state).0).map(Body)
+    }
+}
+
 fn json_body(status: StatusCode, body: Vec<u8>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-pub fn authenticate(tokens: &Tokens, headers: &HeaderMap) -> Result<Principal, ApiError> {
+fn authenticate(tokens: &Tokens, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -75,7 +158,7 @@ pub fn authenticate(tokens: &Tokens, headers: &HeaderMap) -> Result<Principal, A
 }
 
 /// The body, or the contract's error when it is too large or unreadable.
-pub fn body_or_error(body: Result<Bytes, BytesRejection>, max: usize) -> Result<Bytes, ApiError> {
+fn body_or_error(body: Result<Bytes, BytesRejection>, max: usize) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
         let too_large = e.status() == StatusCode::PAYLOAD_TOO_LARGE;
         let message = if too_large {
@@ -157,12 +240,11 @@ async fn execute(
 
 async fn open_account(
     State(state): State<AppState>,
+    Caller(principal): Caller,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
-    let principal = authenticate(&state.tokens, &headers)?;
     principal.check(Action::OpenAccount, None)?;
-    let body = body_or_error(body, state.engine.limits().request_body_bytes_max)?;
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     // Opening is idempotent per account by nature: without a key, the
     // account id is the key.
@@ -199,14 +281,12 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, Ap
 
 async fn consume(
     State(state): State<AppState>,
-    Path(account): Path<String>,
+    Caller(principal): Caller,
+    AccountPath(account): AccountPath,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
-    let principal = authenticate(&state.tokens, &headers)?;
-    let account = path_account(&account)?;
     principal.check(Action::Spend, Some(&account))?;
-    let body = body_or_error(body, state.engine.limits().request_body_bytes_max)?;
     let key = idempotency_key(&headers)?.ok_or_else(|| {
         ApiError(Box::new(
             ErrorBody::new(
@@ -231,11 +311,10 @@ async fn consume(
 /// reply, authorised by the token's role (and accounts, for console tokens).
 async fn command(
     State(state): State<AppState>,
+    Caller(principal): Caller,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
-    let principal = authenticate(&state.tokens, &headers)?;
     let name = CommandName::ALL
         .into_iter()
         .find(|c| c.as_str() == name)
@@ -248,7 +327,6 @@ async fn command(
                 .with_detail("field", "name"),
             ))
         })?;
-    let body = body_or_error(body, state.engine.limits().request_body_bytes_max)?;
     let action = match name {
         CommandName::OpenAccount => Action::OpenAccount,
         CommandName::Consume
@@ -293,9 +371,8 @@ async fn metrics(State(state): State<BaseState>) -> Response {
         .into_response()
 }
 
-async fn openapi() -> Json<Value> {
-    static DOCUMENT: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
-    Json(DOCUMENT.get_or_init(super::openapi::document).clone())
+async fn openapi(State(state): State<BaseState>) -> Json<Value> {
+    Json(Value::clone(&state.openapi))
 }
 
 pub async fn not_found() -> ApiError {

@@ -13,55 +13,10 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use ledger_schemas::*;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
+pub use crate::domain::CommandName;
 use crate::domain::{Command, Shortfall};
 use crate::engine::{CommandRequest, Engine, Outcome};
-
-/// The commands of the contract, by their subject name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CommandName {
-    OpenAccount,
-    Consume,
-    Reserve,
-    Capture,
-    Release,
-    Transfer,
-    Grant,
-    Adjust,
-    Reverse,
-    GetBalance,
-}
-
-impl CommandName {
-    pub const ALL: [CommandName; 10] = [
-        CommandName::OpenAccount,
-        CommandName::Consume,
-        CommandName::Reserve,
-        CommandName::Capture,
-        CommandName::Release,
-        CommandName::Transfer,
-        CommandName::Grant,
-        CommandName::Adjust,
-        CommandName::Reverse,
-        CommandName::GetBalance,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CommandName::OpenAccount => "open_account",
-            CommandName::Consume => "consume",
-            CommandName::Reserve => "reserve",
-            CommandName::Capture => "capture",
-            CommandName::Release => "release",
-            CommandName::Transfer => "transfer",
-            CommandName::Grant => "grant",
-            CommandName::Adjust => "adjust",
-            CommandName::Reverse => "reverse",
-            CommandName::GetBalance => "get_balance",
-        }
-    }
-}
 
 /// A parsed request: a command to run, or a balance to read.
 #[derive(Debug, Clone)]
@@ -85,11 +40,7 @@ fn request_hash<T: Serialize>(name: CommandName, request: &T) -> String {
     if let Some(m) = v.as_object_mut() {
         m.remove("idempotency_key");
     }
-    let mut h = Sha256::new();
-    h.update(name.as_str().as_bytes());
-    h.update([0]);
-    h.update(serde_json::to_vec(&v).expect("values serialise"));
-    hex::encode(h.finalize())
+    ledger_schemas::request_hash(Some(name.as_str()), &v)
 }
 
 /// A command request of the contract: its key, its account, and the domain

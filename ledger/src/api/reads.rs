@@ -1,19 +1,19 @@
 //! The query API over the read models (HTTP, same auth as the commands):
-//! balances, credit history, top-up status, and where each projector is.
+//! balances, credit history, and where each projector is. (A top-up's
+//! status is the gateway's: `ledger-gateway-adapter`.)
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use deadpool_postgres::Pool;
 use ledger_projections::query::{self, HistoryFilter, QueryError};
-use ledger_schemas::{AccountId, ErrorBody, ErrorCode, Id, Timestamp};
+use ledger_schemas::{ErrorBody, ErrorCode, Timestamp};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{Action, Tokens};
-use super::http::{ApiError, authenticate};
+use super::http::{AccountPath, ApiError, Caller};
 
 #[derive(Clone)]
 pub struct ReadState {
@@ -23,6 +23,12 @@ pub struct ReadState {
     /// Service names, for the per-service balance view.
     pub services: Vec<String>,
     pub history_page_size_max: u32,
+}
+
+impl axum::extract::FromRef<ReadState> for Tokens {
+    fn from_ref(s: &ReadState) -> Tokens {
+        s.tokens.clone()
+    }
 }
 
 impl std::fmt::Debug for ReadState {
@@ -59,17 +65,11 @@ impl From<QueryError> for ApiError {
     }
 }
 
-fn account(raw: &str) -> Result<AccountId, ApiError> {
-    AccountId::parse(raw).map_err(|e| invalid("account_id", e.rule))
-}
-
 async fn balances(
     State(s): State<ReadState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    Caller(principal): Caller,
+    AccountPath(account): AccountPath,
 ) -> Result<Response, ApiError> {
-    let principal = authenticate(&s.tokens, &headers)?;
-    let account = account(&id)?;
     principal.check(Action::ReadAccount, Some(&account))?;
     let client = s.pool.get().await.map_err(unavailable)?;
     match query::balances(&**client, account.as_str(), &s.services).await? {
@@ -93,12 +93,10 @@ struct HistoryParams {
 
 async fn history(
     State(s): State<ReadState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    Caller(principal): Caller,
+    AccountPath(account): AccountPath,
     params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let principal = authenticate(&s.tokens, &headers)?;
-    let account = account(&id)?;
     principal.check(Action::ReadAccount, Some(&account))?;
     let Query(p) = params.map_err(|e| invalid("query", e.body_text()))?;
     let time = |field: &'static str, v: &Option<String>| {
@@ -138,27 +136,6 @@ async fn history(
     Ok(Json(page).into_response())
 }
 
-async fn topup(
-    State(s): State<ReadState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let principal = authenticate(&s.tokens, &headers)?;
-    let id = Id::parse(&id).map_err(|e| invalid("topup_id", e.rule))?;
-    let client = s.pool.get().await.map_err(unavailable)?;
-    let Some(t) = query::topup(&**client, id.uuid()).await? else {
-        return Err(ApiError(Box::new(
-            ErrorBody::new(ErrorCode::InvalidRequest, "No such top-up.")
-                .with_detail("field", "topup_id"),
-        )));
-    };
-    let owner = t["account_id"]
-        .as_str()
-        .and_then(|a| AccountId::parse(a).ok());
-    principal.check(Action::ReadAccount, owner.as_ref())?;
-    Ok(Json(t).into_response())
-}
-
 /// Each projector's checkpoint, the stream head, and the lag between them.
 pub async fn projection_status(
     pool: &Pool,
@@ -187,8 +164,10 @@ pub async fn projection_status(
         .collect())
 }
 
-async fn projections(State(s): State<ReadState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let principal = authenticate(&s.tokens, &headers)?;
+async fn projections(
+    State(s): State<ReadState>,
+    Caller(principal): Caller,
+) -> Result<Response, ApiError> {
     principal.check(Action::ReadOps, None)?;
     let list = projection_status(&s.pool, &s.stream).await?;
     Ok(Json(json!({"projections": list})).into_response())
@@ -198,7 +177,6 @@ pub fn router(state: ReadState) -> axum::Router {
     axum::Router::new()
         .route("/v1/accounts/{id}/balances", get(balances))
         .route("/v1/accounts/{id}/history", get(history))
-        .route("/v1/topups/{id}", get(topup))
         .route("/v1/ops/projections", get(projections))
         .with_state(state)
 }

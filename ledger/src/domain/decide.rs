@@ -82,6 +82,71 @@ pub enum Command {
     },
 }
 
+/// The commands of the contract, by their subject name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandName {
+    OpenAccount,
+    Consume,
+    Reserve,
+    Capture,
+    Release,
+    Transfer,
+    Grant,
+    Adjust,
+    Reverse,
+    GetBalance,
+}
+
+impl CommandName {
+    pub const ALL: [CommandName; 10] = [
+        CommandName::OpenAccount,
+        CommandName::Consume,
+        CommandName::Reserve,
+        CommandName::Capture,
+        CommandName::Release,
+        CommandName::Transfer,
+        CommandName::Grant,
+        CommandName::Adjust,
+        CommandName::Reverse,
+        CommandName::GetBalance,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandName::OpenAccount => "open_account",
+            CommandName::Consume => "consume",
+            CommandName::Reserve => "reserve",
+            CommandName::Capture => "capture",
+            CommandName::Release => "release",
+            CommandName::Transfer => "transfer",
+            CommandName::Grant => "grant",
+            CommandName::Adjust => "adjust",
+            CommandName::Reverse => "reverse",
+            CommandName::GetBalance => "get_balance",
+        }
+    }
+}
+
+impl Command {
+    /// The command's name, for metrics and logs: its subject name, or
+    /// `expire_reservations` for the service's own sweep.
+    pub fn name(&self) -> &'static str {
+        let name = match self {
+            Command::Open { .. } => CommandName::OpenAccount,
+            Command::Grant { .. } => CommandName::Grant,
+            Command::Consume { .. } => CommandName::Consume,
+            Command::Reserve { .. } => CommandName::Reserve,
+            Command::Capture { .. } => CommandName::Capture,
+            Command::Release { .. } => CommandName::Release,
+            Command::ExpireReservations => return "expire_reservations",
+            Command::Transfer { .. } => CommandName::Transfer,
+            Command::Reverse { .. } => CommandName::Reverse,
+            Command::Adjust { .. } => CommandName::Adjust,
+        };
+        name.as_str()
+    }
+}
+
 /// An event decided but not yet stored: its data and its postings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
@@ -89,22 +154,15 @@ pub struct NewEvent {
     pub postings: Vec<Posting>,
 }
 
-/// Decides a command against the account's current state.
+/// Decides a command against the account's current state: one function
+/// per command below, each returning the events' data.
 pub fn decide(
     account: &Account,
     command: &Command,
     ctx: &Context<'_>,
 ) -> Result<Vec<NewEvent>, DomainError> {
     if let Command::Open { display_name } = command {
-        if account.is_open() {
-            return Err(DomainError::AccountExists);
-        }
-        return Ok(vec![new_event(
-            account,
-            EventData::AccountOpened(AccountOpened {
-                display_name: display_name.clone(),
-            }),
-        )]);
+        return Ok(vec![new_event(account, open(account, display_name)?)]);
     }
     if !account.is_open() {
         return Err(DomainError::UnknownAccount);
@@ -118,28 +176,9 @@ pub fn decide(
             topup_id,
             payment_id,
             reason,
-        } => {
-            known_bucket(ctx, bucket)?;
-            positive("credits", *credits)?;
-            if *source == GrantSource::Topup {
-                if topup_id.is_none() {
-                    return Err(DomainError::invalid(
-                        "topup_id",
-                        "is required for a top-up grant",
-                    ));
-                }
-                check_gateway_id("payment_id", payment_id.as_deref().unwrap_or(""))?;
-            }
-            headroom(account, bucket, credits.get())?;
-            vec![EventData::CreditsGranted(CreditsGranted {
-                bucket: bucket.clone(),
-                credits: *credits,
-                source: *source,
-                topup_id: *topup_id,
-                payment_id: payment_id.clone(),
-                reason: reason.clone(),
-            })]
-        }
+        } => vec![grant(
+            account, ctx, bucket, *credits, *source, *topup_id, payment_id, reason,
+        )?],
         Command::Consume {
             service,
             usage_id,
@@ -154,156 +193,253 @@ pub fn decide(
             service,
             credits,
             expires_in_s,
-        } => {
-            known_service(ctx, service)?;
-            positive("credits", *credits)?;
-            if !(1..=RESERVATION_TTL_S_MAX).contains(expires_in_s) {
-                return Err(DomainError::invalid(
-                    "expires_in_s",
-                    format!("must be from 1 to {RESERVATION_TTL_S_MAX} seconds"),
-                ));
-            }
-            if account.reservation(reservation_id).is_some()
-                || account.closed_reservation(reservation_id).is_some()
-            {
-                return Err(DomainError::invalid("reservation_id", "is already in use"));
-            }
-            if account.reservations().count() >= RESERVATIONS_OPEN_MAX {
-                return Err(DomainError::Limit {
-                    limit: "reservations_open_max",
-                    max: RESERVATIONS_OPEN_MAX,
-                });
-            }
-            let drawn = draw(account, service, *credits).map_err(|(available, reason)| {
-                DomainError::InsufficientCredits {
-                    required: *credits,
-                    available,
-                    reason,
-                }
-            })?;
-            let expires_at = ctx
-                .now
-                .plus_seconds(*expires_in_s)
-                .ok_or_else(|| DomainError::invalid("expires_in_s", "is too far in the future"))?;
-            vec![EventData::CreditsReserved(CreditsReserved {
-                reservation_id: *reservation_id,
-                service: service.clone(),
-                credits: *credits,
-                drawn,
-                expires_at,
-            })]
-        }
+        } => vec![reserve(
+            account,
+            ctx,
+            *reservation_id,
+            service,
+            *credits,
+            *expires_in_s,
+        )?],
         Command::Capture {
             reservation_id,
             credits,
-        } => {
-            let r = open_reservation(account, reservation_id)?;
-            if ctx.now >= r.expires_at {
-                return Err(DomainError::ReservationClosed {
-                    id: *reservation_id,
-                    how: Closure::Expired,
-                });
-            }
-            positive("credits", *credits)?;
-            if *credits > r.credits {
-                return Err(DomainError::invalid(
-                    "credits",
-                    format!("must be at most the {} credits reserved", r.credits),
-                ));
-            }
-            let (drawn, returned) = split(&r.drawn, *credits);
-            vec![EventData::ReservationCaptured(ReservationCaptured {
-                reservation_id: *reservation_id,
-                service: r.service.clone(),
-                credits: *credits,
-                drawn,
-                returned,
-            })]
-        }
+        } => vec![capture(account, ctx, *reservation_id, *credits)?],
         Command::Release { reservation_id } => {
             let r = open_reservation(account, reservation_id)?;
             vec![release(*reservation_id, r, ReleaseReason::Released)]
         }
-        Command::ExpireReservations => {
-            let mut due: Vec<_> = account
-                .reservations()
-                .filter(|(_, r)| r.expires_at <= ctx.now)
-                .collect();
-            due.sort_by_key(|(id, r)| (r.expires_at, **id));
-            due.into_iter()
-                .take(EXPIRE_EVENTS_MAX)
-                .map(|(id, r)| release(*id, r, ReleaseReason::Expired))
-                .collect()
-        }
+        Command::ExpireReservations => expire_reservations(account, ctx),
         Command::Transfer {
             from_bucket,
             to_bucket,
             credits,
-        } => {
-            known_bucket(ctx, from_bucket)?;
-            known_bucket(ctx, to_bucket)?;
-            positive("credits", *credits)?;
-            if from_bucket == to_bucket {
-                return Err(DomainError::invalid(
-                    "to_bucket",
-                    "must differ from from_bucket",
-                ));
-            }
-            let available = account.balance(from_bucket);
-            if credits.get() > available {
-                return Err(DomainError::InsufficientCredits {
-                    required: *credits,
-                    available: to_signed(available),
-                    reason: RejectReason::InsufficientCredits,
-                });
-            }
-            headroom(account, to_bucket, credits.get())?;
-            vec![EventData::CreditsTransferred(CreditsTransferred {
-                from_bucket: from_bucket.clone(),
-                to_bucket: to_bucket.clone(),
-                credits: *credits,
-            })]
-        }
+        } => vec![transfer(account, ctx, from_bucket, to_bucket, *credits)?],
         Command::Reverse {
             refund_id,
             topup_id,
             payment_id,
             bucket,
             credits,
-        } => {
-            known_bucket(ctx, bucket)?;
-            positive("credits", *credits)?;
-            check_gateway_id("refund_id", refund_id)?;
-            if let Some(p) = payment_id {
-                check_gateway_id("payment_id", p)?;
-            }
-            headroom(account, bucket, -credits.get())?;
-            vec![EventData::CreditsReversed(CreditsReversed {
-                refund_id: refund_id.clone(),
-                topup_id: *topup_id,
-                payment_id: payment_id.clone(),
-                bucket: bucket.clone(),
-                credits: *credits,
-            })]
-        }
+        } => vec![reverse(
+            account, ctx, refund_id, *topup_id, payment_id, bucket, *credits,
+        )?],
         Command::Adjust {
             bucket,
             delta,
             reason,
-        } => {
-            known_bucket(ctx, bucket)?;
-            if delta.is_zero() {
-                return Err(DomainError::invalid("delta", "must not be zero"));
-            }
-            headroom(account, bucket, delta.get())?;
-            vec![EventData::CreditsAdjusted(CreditsAdjusted {
-                bucket: bucket.clone(),
-                delta: *delta,
-                reason: reason.clone(),
-            })]
-        }
+        } => vec![adjust(account, ctx, bucket, *delta, reason)?],
     };
     Ok(data.into_iter().map(|d| new_event(account, d)).collect())
+}
+
+fn open(account: &Account, display_name: &Option<Text>) -> Result<EventData, DomainError> {
+    if account.is_open() {
+        return Err(DomainError::AccountExists);
+    }
+    Ok(EventData::AccountOpened(AccountOpened {
+        display_name: display_name.clone(),
+    }))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn grant(
+    account: &Account,
+    ctx: &Context<'_>,
+    bucket: &Bucket,
+    credits: Credits,
+    source: GrantSource,
+    topup_id: Option<Id>,
+    payment_id: &Option<String>,
+    reason: &Option<Text>,
+) -> Result<EventData, DomainError> {
+    known_bucket(ctx, bucket)?;
+    positive("credits", credits)?;
+    if source == GrantSource::Topup {
+        if topup_id.is_none() {
+            return Err(DomainError::invalid(
+                "topup_id",
+                "is required for a top-up grant",
+            ));
+        }
+        check_gateway_id("payment_id", payment_id.as_deref().unwrap_or(""))?;
+    }
+    headroom(account, bucket, credits.get())?;
+    Ok(EventData::CreditsGranted(CreditsGranted {
+        bucket: bucket.clone(),
+        credits,
+        source,
+        topup_id,
+        payment_id: payment_id.clone(),
+        reason: reason.clone(),
+    }))
+}
+
+fn reserve(
+    account: &Account,
+    ctx: &Context<'_>,
+    reservation_id: Id,
+    service: &Service,
+    credits: Credits,
+    expires_in_s: u64,
+) -> Result<EventData, DomainError> {
+    known_service(ctx, service)?;
+    positive("credits", credits)?;
+    if !(1..=RESERVATION_TTL_S_MAX).contains(&expires_in_s) {
+        return Err(DomainError::invalid(
+            "expires_in_s",
+            format!("must be from 1 to {RESERVATION_TTL_S_MAX} seconds"),
+        ));
+    }
+    if account.reservation(&reservation_id).is_some()
+        || account.closed_reservation(&reservation_id).is_some()
+    {
+        return Err(DomainError::invalid("reservation_id", "is already in use"));
+    }
+    if account.reservations().count() >= RESERVATIONS_OPEN_MAX {
+        return Err(DomainError::Limit {
+            limit: "reservations_open_max",
+            max: RESERVATIONS_OPEN_MAX,
+        });
+    }
+    let drawn = draw(account, service, credits).map_err(|(available, reason)| {
+        DomainError::InsufficientCredits {
+            required: credits,
+            available,
+            reason,
+        }
+    })?;
+    let expires_at = ctx
+        .now
+        .plus_seconds(expires_in_s)
+        .ok_or_else(|| DomainError::invalid("expires_in_s", "is too far in the future"))?;
+    Ok(EventData::CreditsReserved(CreditsReserved {
+        reservation_id,
+        service: service.clone(),
+        credits,
+        drawn,
+        expires_at,
+    }))
+}
+
+fn capture(
+    account: &Account,
+    ctx: &Context<'_>,
+    reservation_id: Id,
+    credits: Credits,
+) -> Result<EventData, DomainError> {
+    let r = open_reservation(account, &reservation_id)?;
+    if ctx.now >= r.expires_at {
+        return Err(DomainError::ReservationClosed {
+            id: reservation_id,
+            how: Closure::Expired,
+        });
+    }
+    positive("credits", credits)?;
+    if credits > r.credits {
+        return Err(DomainError::invalid(
+            "credits",
+            format!("must be at most the {} credits reserved", r.credits),
+        ));
+    }
+    let (drawn, returned) = split(&r.drawn, credits);
+    Ok(EventData::ReservationCaptured(ReservationCaptured {
+        reservation_id,
+        service: r.service.clone(),
+        credits,
+        drawn,
+        returned,
+    }))
+}
+
+/// Releases the reservations whose time is up, oldest first, at most
+/// `EXPIRE_EVENTS_MAX` at once.
+fn expire_reservations(account: &Account, ctx: &Context<'_>) -> Vec<EventData> {
+    let mut due: Vec<_> = account
+        .reservations()
+        .filter(|(_, r)| r.expires_at <= ctx.now)
+        .collect();
+    due.sort_by_key(|(id, r)| (r.expires_at, **id));
+    due.into_iter()
+        .take(EXPIRE_EVENTS_MAX)
+        .map(|(id, r)| release(*id, r, ReleaseReason::Expired))
+        .collect()
+}
+
+fn transfer(
+    account: &Account,
+    ctx: &Context<'_>,
+    from_bucket: &Bucket,
+    to_bucket: &Bucket,
+    credits: Credits,
+) -> Result<EventData, DomainError> {
+    known_bucket(ctx, from_bucket)?;
+    known_bucket(ctx, to_bucket)?;
+    positive("credits", credits)?;
+    if from_bucket == to_bucket {
+        return Err(DomainError::invalid(
+            "to_bucket",
+            "must differ from from_bucket",
+        ));
+    }
+    let available = account.balance(from_bucket);
+    if credits.get() > available {
+        return Err(DomainError::InsufficientCredits {
+            required: credits,
+            available: to_signed(available),
+            reason: RejectReason::InsufficientCredits,
+        });
+    }
+    headroom(account, to_bucket, credits.get())?;
+    Ok(EventData::CreditsTransferred(CreditsTransferred {
+        from_bucket: from_bucket.clone(),
+        to_bucket: to_bucket.clone(),
+        credits,
+    }))
+}
+
+fn reverse(
+    account: &Account,
+    ctx: &Context<'_>,
+    refund_id: &str,
+    topup_id: Id,
+    payment_id: &Option<String>,
+    bucket: &Bucket,
+    credits: Credits,
+) -> Result<EventData, DomainError> {
+    known_bucket(ctx, bucket)?;
+    positive("credits", credits)?;
+    check_gateway_id("refund_id", refund_id)?;
+    if let Some(p) = payment_id {
+        check_gateway_id("payment_id", p)?;
+    }
+    headroom(account, bucket, -credits.get())?;
+    Ok(EventData::CreditsReversed(CreditsReversed {
+        refund_id: refund_id.to_owned(),
+        topup_id,
+        payment_id: payment_id.clone(),
+        bucket: bucket.clone(),
+        credits,
+    }))
+}
+
+fn adjust(
+    account: &Account,
+    ctx: &Context<'_>,
+    bucket: &Bucket,
+    delta: SignedCredits,
+    reason: &Text,
+) -> Result<EventData, DomainError> {
+    known_bucket(ctx, bucket)?;
+    if delta.is_zero() {
+        return Err(DomainError::invalid("delta", "must not be zero"));
+    }
+    headroom(account, bucket, delta.get())?;
+    Ok(EventData::CreditsAdjusted(CreditsAdjusted {
+        bucket: bucket.clone(),
+        delta,
+        reason: reason.clone(),
+    }))
 }
 
 fn new_event(account: &Account, data: EventData) -> NewEvent {

@@ -19,7 +19,7 @@ mod postings;
 
 pub use account::{Account, Closure, Reservation};
 pub use catalog::{Catalog, CatalogError};
-pub use decide::{Command, Context, NewEvent, Shortfall, decide};
+pub use decide::{Command, CommandName, Context, NewEvent, Shortfall, decide};
 pub use error::DomainError;
 pub use postings::postings_for;
 
@@ -34,7 +34,7 @@ pub mod limits {
     pub const RESERVATION_TTL_S_MAX: u64 = 7 * 24 * 3600;
     /// Reservations one expiry sweep releases (one event each, one batch).
     pub const EXPIRE_EVENTS_MAX: usize = 500;
-    /// Length of a refund id (Razorpay's are 18 characters).
+    /// Length of a refund id (the payment gateway's are 18 characters).
     pub const REFUND_ID_LEN_MAX: usize = 64;
 }
 

@@ -45,7 +45,7 @@ pub fn postings_for(account: &AccountId, event: &EventData) -> Vec<Posting> {
     match event {
         EventData::CreditsGranted(e) => {
             let source = match e.source {
-                GrantSource::Topup => LedgerAccount::GatewayRazorpay,
+                GrantSource::Topup => LedgerAccount::PaymentGateway,
                 GrantSource::Promotion | GrantSource::Adjustment => LedgerAccount::Adjustments,
             };
             posting(source, bucket(&e.bucket), e.credits)
@@ -78,7 +78,7 @@ pub fn postings_for(account: &AccountId, event: &EventData) -> Vec<Posting> {
                 .collect()
         }
         EventData::CreditsReversed(e) => {
-            posting(bucket(&e.bucket), LedgerAccount::GatewayRazorpay, e.credits)
+            posting(bucket(&e.bucket), LedgerAccount::PaymentGateway, e.credits)
                 .into_iter()
                 .collect()
         }

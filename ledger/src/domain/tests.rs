@@ -216,7 +216,8 @@ fn grant_from_a_topup_posts_from_the_gateway() {
             reason: None,
         })
         .then_postings(vec![posting(
-            "platform:gateway:razorpay",
+            // Its name is pinned by the schemas' own tests.
+            &LedgerAccount::PaymentGateway.to_string(),
             "customer:acme:general",
             "10",
         )]);

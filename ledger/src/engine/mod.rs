@@ -3,7 +3,7 @@
 //! Every command for an account goes to that account's writer task (one per
 //! account in a process), which drains its queue, decides the commands in
 //! order against its in-memory state, and hands their events to the
-//! [`committer`] as one append with the expected subject sequence. Several
+//! `committer` as one append with the expected subject sequence. Several
 //! `ledger` processes may serve the same account: the expected-sequence check
 //! refuses the loser's append, which reloads and decides again (bounded).
 
@@ -44,6 +44,21 @@ pub struct CommandRequest {
     pub occurred_at: Option<Timestamp>,
     pub correlation_id: Option<String>,
     pub causation_id: Option<String>,
+}
+
+impl CommandRequest {
+    /// Where the command's events come from.
+    pub fn origin(&self) -> crate::store::Origin<'_> {
+        crate::store::Origin {
+            account: &self.account,
+            idempotency_key: self.key.as_ref(),
+            request_hash: &self.request_hash,
+            correlation_id: self.correlation_id.as_deref(),
+            causation_id: self.causation_id.as_deref(),
+            actor: &self.actor,
+            occurred_at: self.occurred_at,
+        }
+    }
 }
 
 /// What a command came to: the same answer every time its key is repeated.

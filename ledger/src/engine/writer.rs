@@ -5,13 +5,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use ledger_schemas::*;
 use tokio::sync::{mpsc, oneshot};
 
 use super::idempotency::{self, KeyCache, Remembered, Row};
 use super::{CommandRequest, Engine, EngineError, Msg, Outcome};
-use crate::domain::{Account, Command, Context, decide};
+use crate::domain::{Account, Context, decide};
 use crate::metrics;
 use crate::store::{AppendMessage, Appended, StoreError, read};
 
@@ -245,7 +244,7 @@ impl Writer {
                 Some(r) => {
                     self.engine
                         .metrics()
-                        .command(command_name(&j.request.command), metrics::Outcome::Replayed);
+                        .command(j.request.command.name(), metrics::Outcome::Replayed);
                     let _ = j.reply.send(Ok(Some(r.answer(&j.request.request_hash))));
                 }
                 None => rest.push(j),
@@ -284,18 +283,11 @@ impl Writer {
             };
             let mut last_envelope = None;
             for ne in new_events {
-                let envelope = self.envelope(&job.request, ne.data, ne.postings, now);
-                let payload = Bytes::from(serde_json::to_vec(&envelope).expect("events serialise"));
-                chain = chain.next(&payload);
+                let envelope = job.request.origin().envelope(ne.data, ne.postings, now);
+                let (message, next) = AppendMessage::chained(&self.subject, &envelope, chain);
+                chain = next;
                 work.evolve(&envelope.body);
-                messages.push(AppendMessage {
-                    subject: self.subject.clone(),
-                    payload,
-                    event_id: envelope.event_id.to_string(),
-                    event_type: envelope.event_type().as_str(),
-                    chain: chain.to_hex(),
-                    expected_last_subject_seq: None,
-                });
+                messages.push(message);
                 last_envelope = Some(envelope);
             }
             decisions.push(match last_envelope {
@@ -310,29 +302,6 @@ impl Writer {
             first.expected_last_subject_seq = Some(self.last_seq);
         }
         (work, chain, messages, decisions)
-    }
-
-    fn envelope(
-        &self,
-        request: &CommandRequest,
-        data: EventData,
-        postings: Vec<Posting>,
-        now: Timestamp,
-    ) -> EventEnvelope {
-        EventEnvelope {
-            event_id: Id::new_v7(),
-            body: data,
-            schema_version: SCHEMA_VERSION,
-            account_id: self.account.clone(),
-            occurred_at: request.occurred_at.unwrap_or(now),
-            recorded_at: now,
-            idempotency_key: request.key.clone(),
-            correlation_id: request.correlation_id.clone(),
-            causation_id: request.causation_id.clone(),
-            actor: request.actor.clone(),
-            request_hash: request.key.as_ref().map(|_| request.request_hash.clone()),
-            postings,
-        }
     }
 
     /// Appends through the committer. After a timeout, reads the subject to
@@ -394,7 +363,7 @@ impl Writer {
         }
     }
 
-    /// Records and sends the outcomes of an appended (or refusal-only) round.
+    /// Records, then sends, the outcomes of an appended (or refusal-only) round.
     async fn finish(
         &mut self,
         jobs: Vec<Job>,
@@ -402,6 +371,20 @@ impl Writer {
         messages: &[AppendMessage],
         first_seq: u64,
     ) {
+        let recorded = self.record(&jobs, decisions, messages, first_seq).await;
+        self.answer(jobs, recorded);
+    }
+
+    /// Works out each job's outcome from its decision and records what must
+    /// outlive the process (idempotency rows, open reservations). Refusals
+    /// exist nowhere else, so whether they were stored decides their answer.
+    async fn record(
+        &mut self,
+        jobs: &[Job],
+        decisions: Vec<Decision>,
+        messages: &[AppendMessage],
+        first_seq: u64,
+    ) -> Recorded {
         let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(jobs.len());
         let mut refusals = Vec::new();
         let mut opened: Vec<(Id, Timestamp)> = Vec::new();
@@ -460,10 +443,18 @@ impl Writer {
             tracing::warn!(account = %self.account, error = %e,
                 "open reservation rows not written; the account's next load writes them");
         }
-        for (job, outcome) in jobs.into_iter().zip(outcomes) {
-            let name = command_name(&job.request.command);
+        Recorded {
+            outcomes,
+            refusals_stored: refusals_stored.is_ok(),
+        }
+    }
+
+    /// Remembers each outcome under its key, counts it, and answers its caller.
+    fn answer(&mut self, jobs: Vec<Job>, recorded: Recorded) {
+        for (job, outcome) in jobs.into_iter().zip(recorded.outcomes) {
+            let name = job.request.command.name();
             let result = match outcome {
-                Some(Outcome::Refused(_)) if refusals_stored.is_err() => Err(
+                Some(Outcome::Refused(_)) if !recorded.refusals_stored => Err(
                     EngineError::Unavailable("the refusal could not be recorded".into()),
                 ),
                 Some(o) => {
@@ -489,7 +480,15 @@ impl Writer {
             let _ = job.reply.send(result);
         }
     }
+}
 
+/// A round's outcomes, in the jobs' order, once recorded.
+struct Recorded {
+    outcomes: Vec<Option<Outcome>>,
+    refusals_stored: bool,
+}
+
+impl Writer {
     async fn write_reservations(
         &self,
         opened: &[(Id, Timestamp)],
@@ -594,21 +593,5 @@ fn store_error(e: StoreError) -> EngineError {
         StoreError::Conflict { .. } => EngineError::Conflict,
         StoreError::Corrupt(m) => EngineError::Corrupt(m),
         other => EngineError::Unavailable(other.to_string()),
-    }
-}
-
-/// The command's name for metrics and logs.
-pub fn command_name(c: &Command) -> &'static str {
-    match c {
-        Command::Open { .. } => "open_account",
-        Command::Grant { .. } => "grant",
-        Command::Consume { .. } => "consume",
-        Command::Reserve { .. } => "reserve",
-        Command::Capture { .. } => "capture",
-        Command::Release { .. } => "release",
-        Command::ExpireReservations => "expire_reservations",
-        Command::Transfer { .. } => "transfer",
-        Command::Reverse { .. } => "reverse",
-        Command::Adjust { .. } => "adjust",
     }
 }

@@ -45,7 +45,69 @@ pub struct AppendMessage {
     pub expected_last_subject_seq: Option<u64>,
 }
 
+/// Who and what an event comes from, beside its data: the envelope's
+/// fields that neither the domain nor the store decides.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub account: &'a ledger_schemas::AccountId,
+    pub idempotency_key: Option<&'a ledger_schemas::IdempotencyKey>,
+    /// Recorded only with a key (it tells a repeat from a conflict).
+    pub request_hash: &'a str,
+    pub correlation_id: Option<&'a str>,
+    pub causation_id: Option<&'a str>,
+    pub actor: &'a ledger_schemas::Actor,
+    /// When it happened, if the request says; else when it is recorded.
+    pub occurred_at: Option<ledger_schemas::Timestamp>,
+}
+
+impl Origin<'_> {
+    /// The event's envelope: the one place account and top-up events are
+    /// built, so both carry the same fields the same way.
+    pub fn envelope(
+        &self,
+        data: ledger_schemas::EventData,
+        postings: Vec<ledger_schemas::Posting>,
+        now: ledger_schemas::Timestamp,
+    ) -> ledger_schemas::EventEnvelope {
+        ledger_schemas::EventEnvelope {
+            event_id: ledger_schemas::Id::new_v7(),
+            body: data,
+            schema_version: ledger_schemas::SCHEMA_VERSION,
+            account_id: self.account.clone(),
+            occurred_at: self.occurred_at.unwrap_or(now),
+            recorded_at: now,
+            idempotency_key: self.idempotency_key.cloned(),
+            correlation_id: self.correlation_id.map(str::to_owned),
+            causation_id: self.causation_id.map(str::to_owned),
+            actor: self.actor.clone(),
+            request_hash: self.idempotency_key.map(|_| self.request_hash.to_owned()),
+            postings,
+        }
+    }
+}
+
 impl AppendMessage {
+    /// The message of `envelope` on `subject`, chained after `previous`;
+    /// with the chain value that follows it. The one place an event's
+    /// payload and `Ledger-Chain` are made.
+    pub fn chained(
+        subject: &str,
+        envelope: &ledger_schemas::EventEnvelope,
+        previous: ledger_schemas::ChainHash,
+    ) -> (Self, ledger_schemas::ChainHash) {
+        let payload = Bytes::from(serde_json::to_vec(envelope).expect("events serialise"));
+        let chain = previous.next(&payload);
+        let message = AppendMessage {
+            subject: subject.to_owned(),
+            payload,
+            event_id: envelope.event_id.to_string(),
+            event_type: envelope.event_type().as_str(),
+            chain: chain.to_hex(),
+            expected_last_subject_seq: None,
+        };
+        (message, chain)
+    }
+
     fn headers(&self) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(HEADER_MSG_ID, self.event_id.as_str());

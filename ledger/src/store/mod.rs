@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_nats::Client;
 use async_nats::jetstream;
 
-pub use batch::{AppendMessage, Appended};
+pub use batch::{AppendMessage, Appended, Origin};
 pub use read::StoredEvent;
 pub use stream::StreamSettings;
 

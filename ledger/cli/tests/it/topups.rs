@@ -5,8 +5,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ledger::config::{Config, Secret};
-use ledger::serve::{Role, Running, start};
+use ledger::config::Secret;
+use ledger::serve::Running;
+use ledger_cli::{Role, Settings, start};
 use ledger_gateway_adapter::fake::Fake;
 use ledger_gateway_adapter::signature::sign;
 use ledger_schemas::{EventData, GrantSource};
@@ -30,7 +31,7 @@ struct Shop {
     /// The command side and projections, when they run in processes of their own.
     _others: Vec<Running>,
     addr: SocketAddr,
-    config: Config,
+    config: Settings,
     http: reqwest::Client,
 }
 
@@ -39,15 +40,26 @@ async fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
+/// Which processes run the roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// One process runs every role.
+    One,
+    /// The command side, the projections and the gateway each in a process
+    /// of their own, as a deployment would run them.
+    Split,
+    /// The command side and the gateway, and no projector: the read models
+    /// never fill.
+    NoProjections,
+}
+
 impl Shop {
     /// `reconcile_first_s`: how soon the poller looks at a new top-up.
     async fn open(reconcile_first_s: u64) -> Shop {
-        Shop::open_as(reconcile_first_s, false).await
+        Shop::open_as(reconcile_first_s, Layout::One).await
     }
 
-    /// `split`: the command side, the projections and the gateway each in a
-    /// process of their own, as a deployment would run them.
-    async fn open_as(reconcile_first_s: u64, split: bool) -> Shop {
+    async fn open_as(reconcile_first_s: u64, layout: Layout) -> Shop {
         let servers = Servers::start().await;
         let mut fake = Fake::new(KEY_ID, KEY_SECRET);
         fake.webhook_backoff = Duration::from_millis(300);
@@ -59,25 +71,30 @@ impl Shop {
         tokio::spawn(async move { axum::serve(listener, router).await });
         let port = free_port().await;
         let mut config = servers.config();
-        config.http_addr = format!("127.0.0.1:{port}");
-        config.razorpay_base_url = Some(fake_url.clone());
-        config.razorpay_key_id = Some(KEY_ID.into());
-        config.razorpay_key_secret = Some(Secret::new(KEY_SECRET));
-        config.razorpay_webhook_secret = Some(Secret::new(WEBHOOK_SECRET));
-        config.razorpay_timeout_ms = 1000;
-        config.fx_usd_inr = Some(RATE.into());
-        config.reconcile_first_s = reconcile_first_s;
-        config.reconcile_tick_ms = 100;
+        config.ledger.http_addr = format!("127.0.0.1:{port}");
+        config.gateway.razorpay_base_url = Some(fake_url.clone());
+        config.gateway.razorpay_key_id = Some(KEY_ID.into());
+        config.gateway.razorpay_key_secret = Some(Secret::new(KEY_SECRET));
+        config.gateway.razorpay_webhook_secret = Some(Secret::new(WEBHOOK_SECRET));
+        config.gateway.razorpay_timeout_ms = 1000;
+        config.gateway.fx_usd_inr = Some(RATE.into());
+        config.gateway.reconcile_first_s = reconcile_first_s;
+        config.gateway.reconcile_tick_ms = 100;
         let mut others = Vec::new();
-        let role = if split {
-            for role in [Role::Command, Role::Projections] {
-                let mut c = config.clone();
-                c.http_addr = "127.0.0.1:0".into();
-                others.push(start(&c, role).await.expect("a role starts"));
-            }
-            Role::Gateway
-        } else {
+        let apart: &[Role] = match layout {
+            Layout::One => &[],
+            Layout::Split => &[Role::Command, Role::Projections],
+            Layout::NoProjections => &[Role::Command],
+        };
+        for role in apart {
+            let mut c = config.clone();
+            c.ledger.http_addr = "127.0.0.1:0".into();
+            others.push(start(&c, *role).await.expect("a role starts"));
+        }
+        let role = if apart.is_empty() {
             Role::All
+        } else {
+            Role::Gateway
         };
         let ledger = start(&config, role).await.expect("the ledger starts");
         let addr = ledger.http_addr;
@@ -371,9 +388,10 @@ async fn callbacks_and_webhooks_in_any_order_credit_once() {
     shop.assert_grants("reversed", &["3"]).await;
 
     // Every processed webhook was recorded once by its event id.
-    let (db, conn) = tokio_postgres::connect(&shop.config.database_url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
+    let (db, conn) =
+        tokio_postgres::connect(&shop.config.ledger.database_url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let dup: i64 = db
         .query_one(
@@ -796,7 +814,7 @@ async fn reconciliation_completes_without_webhooks_and_across_restarts() {
 
 #[tokio::test]
 async fn the_gateway_runs_as_a_process_of_its_own() {
-    let shop = Shop::open_as(3600, true).await;
+    let shop = Shop::open_as(3600, Layout::Split).await;
     let (t, o) = shop.topup("split", "10.00").await;
     let p = shop.pay(&o, paid("upi")).await;
     shop.wait_status(&t, "credited").await;
@@ -804,4 +822,39 @@ async fn the_gateway_runs_as_a_process_of_its_own() {
     assert_eq!((status, view["status"].as_str()), (200, Some("credited")));
     shop.assert_grants("split", &["10"]).await;
     shop.audited(&[]).await;
+}
+
+#[tokio::test]
+async fn a_top_up_is_found_before_its_read_model_row_and_an_unknown_one_is_404() {
+    // No projector runs: the read model never has the top-up's row, so what
+    // GET answers comes from the top-up's own log.
+    let shop = Shop::open_as(3600, Layout::NoProjections).await;
+    let (t, o) = shop.topup("early", "10.00").await;
+    let (status, view) = shop
+        .api(reqwest::Method::GET, &format!("/v1/topups/{t}"), None)
+        .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["topup_id"], t.as_str());
+    assert_eq!(view["account_id"], "early");
+    assert_eq!(view["status"], "awaiting_payment");
+    assert_eq!(view["order_id"], o.as_str());
+    assert_eq!(view["amount_inr_paise"], 83_120);
+    assert_eq!(view["amount_usd"], "10");
+    assert_eq!(view["credits"], "10");
+    assert_eq!(view["fx_rate"], RATE);
+    let p = shop.pay(&o, paid("upi")).await;
+    let credited = shop.wait_status(&t, "credited").await;
+    assert_eq!(credited["transaction_id"], p.as_str());
+    assert_eq!(credited["method"], "upi");
+
+    // An id no top-up has, and text that is no top-up id, on every endpoint.
+    let nobody = "01930000-0000-7000-8000-000000000000";
+    for id in [nobody, "not-a-topup"] {
+        let (status, e) = shop
+            .api(reqwest::Method::GET, &format!("/v1/topups/{id}"), None)
+            .await;
+        assert_eq!((status, code(&e)), (404, Some("unknown_topup")), "{e}");
+        let (status, e) = shop.checkout(id, &o, &p).await;
+        assert_eq!((status, code(&e)), (404, Some("unknown_topup")), "{e}");
+    }
 }

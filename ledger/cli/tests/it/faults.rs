@@ -55,8 +55,8 @@ async fn two_processes_on_the_same_accounts_stay_exact() {
     let spawn = || {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_ledger"))
             .args(["serve", "--role", "command"])
-            .env("LEDGER_NATS_URL", &config.nats_url)
-            .env("LEDGER_DATABASE_URL", &config.database_url)
+            .env("LEDGER_NATS_URL", &config.ledger.nats_url)
+            .env("LEDGER_DATABASE_URL", &config.ledger.database_url)
             .env("LEDGER_HTTP_ADDR", "127.0.0.1:0")
             .env("LEDGER_ADMIN_TOKEN", ADMIN)
             .env("RUST_LOG", "warn")

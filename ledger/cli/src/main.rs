@@ -1,11 +1,12 @@
-//! The `ledger` binary: `serve`, and the tools around it.
+//! The `ledger` binary: `serve`, and the tools around it (audit, projections,
+//! demo). The wiring of roles is in this package's library.
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use ledger::config::Config;
-use ledger::serve::Role;
+use ledger_cli::{Role, Settings};
 
 #[derive(Debug, Parser)]
 #[command(name = "ledger", version, about = "Event-sourced credit ledger")]
@@ -126,12 +127,12 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
         .init();
     match cli.command {
         Cmd::Serve { role, print_config } => {
-            let config = Config::load(cli.config.as_deref())?;
+            let settings = Settings::load(cli.config.as_deref())?;
             if print_config {
-                print!("{}", config.to_printable());
+                print!("{}", settings.to_printable());
                 return Ok(std::process::ExitCode::SUCCESS);
             }
-            serve(config, role)
+            serve(settings, role)
                 .await
                 .map(|()| std::process::ExitCode::SUCCESS)
         }
@@ -142,7 +143,7 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
             razorpay_key_secret,
         } => {
             let topup = fake_razorpay.zip(razorpay_key_secret);
-            ledger::demo::run(&url, &token, topup)
+            ledger_cli::demo::run(&url, &token, topup)
                 .await
                 .map(|()| std::process::ExitCode::SUCCESS)
         }
@@ -154,15 +155,15 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
             command: ProjectionsCmd::Rebuild { projection },
         } => {
             let config = Config::load(cli.config.as_deref())?;
-            ledger::serve::rebuild(&config, projection.as_deref())
+            ledger::serve::rebuild(&config, projection.as_deref(), &ledger_cli::migrations())
                 .await
                 .map(|()| std::process::ExitCode::SUCCESS)
         }
     }
 }
 
-async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
-    let mut running = ledger::serve::start(&config, role)
+async fn serve(settings: Settings, role: Role) -> anyhow::Result<()> {
+    let mut running = ledger_cli::start(&settings, role)
         .await
         .context("starting the ledger")?;
     let token = running.shutdown_token();

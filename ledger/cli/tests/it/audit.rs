@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ledger::audit::{self, Format, Verifier};
-use ledger::serve::{Role, start};
+use ledger_cli::{Role, start};
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -44,7 +44,7 @@ async fn projected(servers: &Servers, client: &async_nats::Client) -> u64 {
         .unwrap()
         .state
         .last_sequence;
-    let url = servers.config().database_url;
+    let url = servers.config().ledger.database_url;
     for _ in 0..400 {
         if let Ok((at, _)) = audit::read_models(&url).await {
             if at >= head {
@@ -72,8 +72,8 @@ async fn a_clean_log_verifies_and_a_bypassing_event_is_named() {
     let run = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_ledger"))
             .args(args)
-            .env("LEDGER_NATS_URL", &config.nats_url)
-            .env("LEDGER_DATABASE_URL", &config.database_url)
+            .env("LEDGER_NATS_URL", &config.ledger.nats_url)
+            .env("LEDGER_DATABASE_URL", &config.ledger.database_url)
             .output()
             .unwrap()
     };
@@ -214,9 +214,10 @@ async fn a_read_model_changed_by_hand_is_found() {
     load(&client).await;
     projected(&servers, &client).await;
     running.stop().await.unwrap();
-    let (db, conn) = tokio_postgres::connect(&servers.config().database_url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
+    let (db, conn) =
+        tokio_postgres::connect(&servers.config().ledger.database_url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
     tokio::spawn(conn);
     db.execute(
         "UPDATE ledger.service_balances SET balance = balance + 1 \
@@ -259,7 +260,7 @@ async fn replay_as_of_equals_what_the_read_models_held() {
             assert!(code(&r).is_none(), "{r}");
         }
         let head = projected(&servers, &client).await;
-        let (_, rows) = audit::read_models(&servers.config().database_url)
+        let (_, rows) = audit::read_models(&servers.config().ledger.database_url)
             .await
             .unwrap();
         let held: BTreeMap<String, String> = rows

@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use ledger::audit::{self, Verifier};
 use ledger::config::{Config, Secret};
-use ledger::serve::{Running, start_command};
+use ledger::serve::Running;
 use ledger::store::read;
+use ledger_cli::{Settings, start_command};
 use ledger_schemas::{AccountId, ChainHash, EventEnvelope};
 use ledger_testkit::{NatsServer, Postgres};
 use serde_json::{Value, json};
@@ -41,7 +42,7 @@ impl Servers {
         servers
     }
 
-    pub fn config(&self) -> Config {
+    pub fn config(&self) -> Settings {
         let mut c = Config {
             nats_url: self.nats.url(),
             database_url: format!("postgres://ledger@127.0.0.1:{}/ledger", self.pg.port()),
@@ -51,7 +52,10 @@ impl Servers {
             ..Config::default()
         };
         c.limits.publish_timeout_ms = 2000;
-        c
+        Settings {
+            ledger: c,
+            ..Settings::default()
+        }
     }
 
     pub async fn ledger(&self) -> Running {
@@ -142,7 +146,7 @@ pub async fn metrics_text(addr: std::net::SocketAddr) -> String {
 /// `ledger audit verify` over the whole stream, read models included.
 pub async fn verify_stream(servers: &Servers, client: &async_nats::Client) -> Verifier {
     let mut v = Verifier::new("ledger.events");
-    let (at, rows) = audit::read_models(&servers.config().database_url)
+    let (at, rows) = audit::read_models(&servers.config().ledger.database_url)
         .await
         .unwrap();
     v.compare_with(at, rows);

@@ -1,5 +1,5 @@
 //! Reconciliation: open top-ups are polled on the schedule of
-//! [`Schedule`](ledger_gateway_adapter::reconcile::Schedule), so a top-up
+//! [`Schedule`](crate::reconcile::Schedule), so a top-up
 //! whose webhooks never arrive still completes, late authorisations
 //! included. Several gateway processes may poll together: each claims due
 //! rows with `FOR UPDATE SKIP LOCKED` and a lease.
@@ -9,7 +9,7 @@ use std::time::Duration;
 use ledger_schemas::Id;
 use tokio_util::sync::CancellationToken;
 
-use super::{Gateway, Hints};
+use crate::service::{Gateway, Hints};
 
 /// Top-ups claimed per round.
 const CLAIM_MAX: i64 = 32;
@@ -62,7 +62,7 @@ pub async fn round(gateway: &Gateway) -> anyhow::Result<usize> {
         let (status, error) = match &result {
             Ok(Some(t)) => (Some(t.status().as_str()), None),
             Ok(None) => (None, Some("no such top-up in the log".to_owned())),
-            Err(e) => (None, Some(e.error.message.clone())),
+            Err(e) => (None, Some(e.to_string())),
         };
         if let Some(e) = &error {
             gateway.metrics().topup_syncs_failed.inc();

@@ -1,8 +1,6 @@
-//! `ledger serve --role gateway`: Razorpay top-ups end to end.
-//!
-//! The pure parts (quotes, rounding, signatures, the top-up aggregate and the
-//! rule that moves it) live in `ledger-gateway-adapter`; this module runs
-//! them against the event store, the ledger's command service and Razorpay:
+//! The top-up service: runs the pure parts of this crate (quotes, rounding,
+//! signatures, the top-up aggregate and [`next_step`]) against the event
+//! store, the ledger's command service and Razorpay:
 //!
 //! - creating a top-up records `topup_quoted`, creates the Razorpay order
 //!   (receipt = top-up id; retried inside the request without a second
@@ -14,27 +12,26 @@
 //!   (`ledger.cmd.grant`, `ledger.cmd.reverse`) with keys derived from
 //!   Razorpay's ids, so a repeated step changes nothing.
 
-pub mod http;
-pub mod poller;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bytes::Bytes;
 use deadpool_postgres::Pool;
-use ledger_gateway_adapter::fx::{QuoteProvider, RateSource};
-use ledger_gateway_adapter::money::{credits_for, inr_paise};
-use ledger_gateway_adapter::razorpay::{self, RazorpayError};
-use ledger_gateway_adapter::reconcile::Schedule;
-use ledger_gateway_adapter::topup::{Effect, Observed, Topup, next_step};
+use ledger::config::Secret;
+use ledger::domain::{Catalog, CommandName};
+use ledger::store::{AppendMessage, EventStore, Origin, StoreError, batch, read};
 use ledger_schemas::*;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-use crate::config::{Config, Secret};
-use crate::domain::Catalog;
-use crate::store::{AppendMessage, EventStore, StoreError, batch, read};
+use crate::config::GatewayConfig;
+use crate::error::GatewayError;
+use crate::fx::{QuoteProvider, RateSource};
+use crate::metrics::GatewayMetrics;
+use crate::money::{credits_for, inr_paise};
+use crate::razorpay;
+use crate::reconcile::Schedule;
+use crate::topup::{Done, Effect, Observed, Topup, next_step};
 
 /// The actor on every event the gateway records or causes.
 pub const ACTOR: &str = "gateway:razorpay";
@@ -45,11 +42,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Razorpay's side: configured, or not (then top-ups answer `unavailable`).
 #[derive(Debug, Clone)]
-struct Razorpay {
-    client: razorpay::Client,
+pub(crate) struct Razorpay {
+    pub(crate) client: razorpay::Client,
     key_id: String,
     key_secret: Secret,
-    webhook_secret: Secret,
+    pub(crate) webhook_secret: Secret,
     fx: QuoteProvider,
 }
 
@@ -64,7 +61,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+    pub fn from_config(config: &GatewayConfig) -> anyhow::Result<Self> {
         let usd_max = UsdAmount::parse(&config.topup_usd_max)
             .map_err(|e| anyhow::anyhow!("topup_usd_max {}", e.rule))?;
         let usd_min = UsdAmount::parse("1.00").expect("a valid amount");
@@ -89,7 +86,7 @@ impl Settings {
     }
 }
 
-fn razorpay_from(config: &Config) -> anyhow::Result<Option<Razorpay>> {
+fn razorpay_from(config: &GatewayConfig) -> anyhow::Result<Option<Razorpay>> {
     let (Some(base), Some(key_id), Some(key_secret), Some(webhook_secret)) = (
         &config.razorpay_base_url,
         &config.razorpay_key_id,
@@ -127,45 +124,13 @@ fn razorpay_from(config: &Config) -> anyhow::Result<Option<Razorpay>> {
     }))
 }
 
-/// Why a sync or a request did not finish; every variant is safe to retry
-/// except `Refused`.
-fn unavailable(what: impl std::fmt::Display) -> Box<ErrorBody> {
-    Box::new(ErrorBody::new(
-        ErrorCode::Unavailable,
-        format!("{what}; retrying is safe."),
-    ))
-}
-
-fn internal(what: impl std::fmt::Display) -> Box<ErrorBody> {
-    Box::new(ErrorBody::new(ErrorCode::Internal, what.to_string()))
-}
-
-fn from_razorpay(e: RazorpayError) -> Box<ErrorBody> {
-    match e {
-        RazorpayError::Unavailable(d) => unavailable(format!("Razorpay is unavailable ({d})")),
-        RazorpayError::Refused {
-            status,
-            code,
-            description,
-        } => internal(format!(
-            "Razorpay refused the request ({status} {code}: {description})"
-        )),
-    }
-}
-
-fn invalid(field: &str, message: impl Into<String>, rule: &str) -> Box<ErrorBody> {
-    Box::new(
-        ErrorBody::new(ErrorCode::InvalidRequest, message)
-            .with_detail("field", field)
-            .with_detail("rule", rule),
-    )
-}
-
 /// A top-up with where its log ends.
 struct Loaded {
     topup: Topup,
     last_seq: u64,
     chain: ChainHash,
+    /// When its last event was recorded.
+    updated_at: Timestamp,
 }
 
 /// Hints from a webhook: disputes to look at.
@@ -180,7 +145,7 @@ pub struct Gateway {
 }
 
 struct Inner {
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: GatewayMetrics,
     store: EventStore,
     prefix: String,
     pool: Pool,
@@ -198,27 +163,32 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
+    /// `prefix` is the subject prefix of the ledger's commands (`ledger`);
+    /// `catalog` names the buckets a top-up may credit.
     pub fn new(
-        config: &Config,
+        config: &GatewayConfig,
+        catalog: Catalog,
+        prefix: &str,
         store: EventStore,
         pool: Pool,
-        metrics: Arc<crate::metrics::Metrics>,
+        metrics: GatewayMetrics,
     ) -> anyhow::Result<Self> {
-        let razorpay = razorpay_from(config)?;
-        if razorpay.is_none() {
-            tracing::warn!("Razorpay is not configured: top-up endpoints answer unavailable");
-        }
         Ok(Gateway {
             inner: Arc::new(Inner {
                 metrics,
                 store,
-                prefix: config.subject_prefix.clone(),
+                prefix: prefix.to_owned(),
                 pool,
-                catalog: config.catalog()?,
-                razorpay,
+                catalog,
+                razorpay: razorpay_from(config)?,
                 settings: Settings::from_config(config)?,
             }),
         })
+    }
+
+    /// Whether Razorpay is configured (else top-ups answer `unavailable`).
+    pub fn configured(&self) -> bool {
+        self.inner.razorpay.is_some()
     }
 
     pub fn settings(&self) -> &Settings {
@@ -229,27 +199,22 @@ impl Gateway {
         &self.inner.pool
     }
 
-    pub fn metrics(&self) -> &crate::metrics::Metrics {
+    pub fn metrics(&self) -> &GatewayMetrics {
         &self.inner.metrics
     }
 
-    fn razorpay(&self) -> Result<&Razorpay, Box<ErrorBody>> {
-        self.inner.razorpay.as_ref().ok_or_else(|| {
-            Box::new(
-                ErrorBody::new(
-                    ErrorCode::Unavailable,
-                    "Top-ups are not configured on this service (no Razorpay settings).",
-                )
-                .with_detail("setting", "razorpay_base_url"),
-            )
-        })
+    pub(crate) fn razorpay(&self) -> Result<&Razorpay, GatewayError> {
+        self.inner
+            .razorpay
+            .as_ref()
+            .ok_or(GatewayError::NotConfigured)
     }
 
     fn subject(&self, id: Id) -> String {
         format!("{}.topup.{id}", self.inner.store.settings().prefix)
     }
 
-    async fn load(&self, id: Id) -> Result<Option<Loaded>, Box<ErrorBody>> {
+    async fn load(&self, id: Id) -> Result<Option<Loaded>, GatewayError> {
         let events = read::events_after(
             self.inner.store.client(),
             self.inner.store.stream(),
@@ -259,20 +224,23 @@ impl Gateway {
         )
         .await
         .map_err(|e| match e {
-            StoreError::Corrupt(d) => internal(format!("the top-up's log is corrupt: {d}")),
-            other => unavailable(other),
+            StoreError::Corrupt(d) => {
+                GatewayError::internal(format!("the top-up's log is corrupt: {d}"))
+            }
+            other => GatewayError::unavailable(other),
         })?;
         let Some(last) = events.last() else {
             return Ok(None);
         };
-        let (last_seq, chain) = (last.seq, last.chain);
+        let (last_seq, chain, updated_at) = (last.seq, last.chain, last.envelope.recorded_at);
         let topup = Topup::from_events(events.iter().map(|e| &e.envelope))
-            .map_err(internal)?
-            .ok_or_else(|| internal("an empty top-up log"))?;
+            .map_err(GatewayError::internal)?
+            .ok_or_else(|| GatewayError::internal("an empty top-up log"))?;
         Ok(Some(Loaded {
             topup,
             last_seq,
             chain,
+            updated_at,
         }))
     }
 
@@ -286,97 +254,73 @@ impl Gateway {
         chain: ChainHash,
         data: EventData,
         causation: &str,
-    ) -> Result<bool, Box<ErrorBody>> {
-        let now = Timestamp::now();
-        let envelope = EventEnvelope {
-            event_id: Id::new_v7(),
-            body: data,
-            schema_version: SCHEMA_VERSION,
-            account_id: account.clone(),
-            occurred_at: now,
-            recorded_at: now,
+    ) -> Result<bool, GatewayError> {
+        let actor = Actor::parse(ACTOR).expect("a valid actor");
+        let correlation = id.to_string();
+        let origin = Origin {
+            account,
             idempotency_key: None,
-            correlation_id: Some(id.to_string()),
-            causation_id: Some(causation.to_owned()),
-            actor: Actor::parse(ACTOR).expect("a valid actor"),
-            request_hash: None,
-            postings: Vec::new(),
+            request_hash: "",
+            correlation_id: Some(&correlation),
+            causation_id: Some(causation),
+            actor: &actor,
+            occurred_at: None,
         };
-        let payload = Bytes::from(serde_json::to_vec(&envelope).expect("events serialise"));
-        let event_type = envelope.event_type().as_str();
-        let message = AppendMessage {
-            subject: self.subject(id),
-            event_id: envelope.event_id.to_string(),
-            event_type: envelope.event_type().as_str(),
-            chain: chain.next(&payload).to_hex(),
-            payload,
-            expected_last_subject_seq: Some(last_seq),
-        };
+        let envelope = origin.envelope(data, Vec::new(), Timestamp::now());
+        let (mut message, _) = AppendMessage::chained(&self.subject(id), &envelope, chain);
+        message.expected_last_subject_seq = Some(last_seq);
         match batch::append(self.inner.store.client(), &[message], REQUEST_TIMEOUT).await {
             Ok(_) => {
                 self.inner
                     .metrics
-                    .topup_events
-                    .get_or_create(&crate::metrics::TopupEventLabels { event: event_type })
-                    .inc();
+                    .topup_event(envelope.event_type().as_str());
                 Ok(true)
             }
             // A timeout may or may not have stored it: reloading tells.
             Err(StoreError::Conflict { .. }) | Err(StoreError::Timeout(_)) => Ok(false),
-            Err(e) => Err(unavailable(e)),
+            Err(e) => Err(GatewayError::unavailable(e)),
         }
     }
 
     /// Sends a command to the ledger's command service.
     async fn command<T: serde::Serialize, R: serde::de::DeserializeOwned>(
         &self,
-        name: &str,
+        name: CommandName,
         request: &T,
-    ) -> Result<R, Box<ErrorBody>> {
+    ) -> Result<R, GatewayError> {
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert(crate::api::nats::ACTOR_HEADER, ACTOR);
+        headers.insert(ledger::api::nats::ACTOR_HEADER, ACTOR);
         let body = serde_json::to_vec(request).expect("requests serialise");
         let reply = tokio::time::timeout(
             REQUEST_TIMEOUT,
             self.inner.store.client().request_with_headers(
-                format!("{}.cmd.{name}", self.inner.prefix),
+                format!("{}.cmd.{}", self.inner.prefix, name.as_str()),
                 headers,
                 body.into(),
             ),
         )
         .await
-        .map_err(|_| unavailable("the ledger's command service did not answer"))?
-        .map_err(|e| unavailable(format!("the ledger's command service: {e}")))?;
+        .map_err(|_| GatewayError::unavailable("the ledger's command service did not answer"))?
+        .map_err(|e| GatewayError::unavailable(format!("the ledger's command service: {e}")))?;
         if let Ok(e) = serde_json::from_slice::<ErrorBody>(&reply.payload) {
-            return Err(Box::new(e));
+            return Err(GatewayError::from_ledger(e));
         }
-        serde_json::from_slice(&reply.payload)
-            .map_err(|e| internal(format!("an unreadable reply from the ledger: {e}")))
+        serde_json::from_slice(&reply.payload).map_err(|e| {
+            GatewayError::internal(format!("an unreadable reply from the ledger: {e}"))
+        })
     }
 
     /// What Razorpay says about a top-up now.
-    async fn observe(&self, t: &Topup, hints: &Hints) -> Result<Observed, Box<ErrorBody>> {
+    async fn observe(&self, t: &Topup, hints: &Hints) -> Result<Observed, GatewayError> {
         let rp = self.razorpay()?;
         let mut observed = Observed::default();
         let Some(order) = &t.order else {
-            observed.order = rp
-                .client
-                .order_by_receipt(&t.id().to_string())
-                .await
-                .map_err(from_razorpay)?;
+            observed.order = rp.client.order_by_receipt(&t.id().to_string()).await?;
             return Ok(observed);
         };
-        observed.payments = rp
-            .client
-            .order_payments(&order.order_id)
-            .await
-            .map_err(from_razorpay)?;
+        observed.payments = rp.client.order_payments(&order.order_id).await?;
         if let (Some(c), Some(_)) = (&t.captured, &t.credited) {
-            observed.refunds = rp
-                .client
-                .payment_refunds(&c.payment_id)
-                .await
-                .map_err(from_razorpay)?;
+            observed.refunds = rp.client.payment_refunds(&c.payment_id).await?;
             let mut ids: Vec<&String> = hints.dispute_ids.iter().collect();
             ids.extend(
                 t.disputes
@@ -387,9 +331,7 @@ impl Gateway {
             ids.sort();
             ids.dedup();
             for id in ids {
-                observed
-                    .disputes
-                    .push(rp.client.dispute(id).await.map_err(from_razorpay)?);
+                observed.disputes.push(rp.client.dispute(id).await?);
             }
         }
         Ok(observed)
@@ -403,13 +345,14 @@ impl Gateway {
         id: Id,
         hints: &Hints,
         cause: &str,
-    ) -> Result<Option<Topup>, Box<ErrorBody>> {
+    ) -> Result<Option<Topup>, GatewayError> {
         let mut observed: Option<(Option<String>, Observed)> = None;
         for _ in 0..SYNC_STEPS_MAX {
             let Some(Loaded {
                 topup,
                 last_seq,
                 chain,
+                ..
             }) = self.load(id).await?
             else {
                 return Ok(None);
@@ -427,22 +370,23 @@ impl Gateway {
             ) else {
                 return Ok(Some(topup));
             };
-            let mut record = step.record;
             let mut refetch = false;
-            match step.effect {
-                None => {}
+            let done = match &step.effect {
+                None => Done::Nothing,
                 Some(Effect::Grant {
                     key,
                     credits,
                     reason,
                 }) => {
+                    let (credits, reason) = (*credits, reason.clone());
                     let payment_id = topup.captured.as_ref().map(|c| c.payment_id.clone());
                     let reply: CommandReply = self
                         .command(
-                            "grant",
+                            CommandName::Grant,
                             &GrantRequest {
-                                idempotency_key: IdempotencyKey::parse(key)
-                                    .map_err(|e| internal(format!("a grant key: {}", e.rule)))?,
+                                idempotency_key: IdempotencyKey::parse(key).map_err(|e| {
+                                    GatewayError::internal(format!("a grant key: {}", e.rule))
+                                })?,
                                 account_id: topup.account.clone(),
                                 bucket: topup.quote.bucket.clone(),
                                 credits,
@@ -453,8 +397,8 @@ impl Gateway {
                             },
                         )
                         .await?;
-                    if let EventData::TopupCredited(c) = &mut record {
-                        c.grant_stream_seq = reply.stream_seq;
+                    Done::Granted {
+                        stream_seq: reply.stream_seq,
                     }
                 }
                 Some(Effect::Reverse {
@@ -463,19 +407,21 @@ impl Gateway {
                     credits,
                 }) => {
                     self.command::<_, CommandReply>(
-                        "reverse",
+                        CommandName::Reverse,
                         &ReverseRequest {
-                            idempotency_key: IdempotencyKey::parse(key)
-                                .map_err(|e| internal(format!("a reversal key: {}", e.rule)))?,
+                            idempotency_key: IdempotencyKey::parse(key).map_err(|e| {
+                                GatewayError::internal(format!("a reversal key: {}", e.rule))
+                            })?,
                             account_id: topup.account.clone(),
                             bucket: topup.quote.bucket.clone(),
-                            credits,
-                            refund_id,
+                            credits: *credits,
+                            refund_id: refund_id.clone(),
                             topup_id: id,
                             payment_id: topup.captured.as_ref().map(|c| c.payment_id.clone()),
                         },
                     )
                     .await?;
+                    Done::Nothing
                 }
                 Some(Effect::Refund {
                     payment_id,
@@ -485,15 +431,15 @@ impl Gateway {
                     let refund = self
                         .razorpay()?
                         .client
-                        .refund(&payment_id, amount_inr_paise.get(), &key)
-                        .await
-                        .map_err(from_razorpay)?;
-                    if let EventData::RefundProcessed(r) = &mut record {
-                        r.refund_id = refund.id;
-                    }
+                        .refund(payment_id, amount_inr_paise.get(), key)
+                        .await?;
                     refetch = true;
+                    Done::Refunded {
+                        refund_id: refund.id,
+                    }
                 }
-            }
+            };
+            let record = step.finish(done);
             let stored = self
                 .append(&topup.account, id, last_seq, chain, record, cause)
                 .await?;
@@ -501,7 +447,7 @@ impl Gateway {
                 observed = Some((order, fresh));
             }
         }
-        Err(internal(format!(
+        Err(GatewayError::internal(format!(
             "top-up {id} still had steps left after {SYNC_STEPS_MAX}"
         )))
     }
@@ -513,21 +459,18 @@ impl Gateway {
         request: CreateTopupRequest,
         actor: &Actor,
         key: Option<IdempotencyKey>,
-    ) -> Result<Value, Box<ErrorBody>> {
+    ) -> Result<Value, GatewayError> {
         let s = &self.inner.settings;
         if request.amount_usd < s.usd_min || request.amount_usd > s.usd_max {
-            return Err(Box::new(
-                ErrorBody::new(
-                    ErrorCode::InvalidRequest,
-                    format!(
-                        "amount_usd must be from {} to {}.",
-                        s.usd_min.get(),
-                        s.usd_max.get()
-                    ),
-                )
-                .with_detail("field", "amount_usd")
-                .with_detail("limit", "topup_usd_max"),
-            ));
+            return Err(GatewayError::Invalid {
+                field: "amount_usd",
+                message: format!(
+                    "amount_usd must be from {} to {}.",
+                    s.usd_min.get(),
+                    s.usd_max.get()
+                ),
+                rule: "topup_usd_max",
+            });
         }
         let bucket = request.bucket.clone().unwrap_or_else(Bucket::general);
         if !bucket.is_general()
@@ -537,19 +480,13 @@ impl Gateway {
                 .services()
                 .any(|svc| svc.as_str() == bucket.as_str())
         {
-            return Err(Box::new(
-                ErrorBody::new(
-                    ErrorCode::UnknownService,
-                    format!("There is no bucket '{bucket}'."),
-                )
-                .with_detail("field", "bucket"),
-            ));
+            return Err(GatewayError::UnknownBucket(bucket.to_string()));
         }
         let rp = self.razorpay()?;
         // The account must exist: the command service is the authority.
         let _: BalanceReply = self
             .command(
-                "get_balance",
+                CommandName::GetBalance,
                 &GetBalanceRequest {
                     account_id: account.clone(),
                 },
@@ -569,10 +506,7 @@ impl Gateway {
         let notes = json!({"topup_id": id, "account_id": account, "phone": request.phone});
         // A repeat finishes what the first request started: the order may exist.
         let found = if repeated {
-            rp.client
-                .order_by_receipt(&id.to_string())
-                .await
-                .map_err(from_razorpay)?
+            rp.client.order_by_receipt(&id.to_string()).await?
         } else {
             None
         };
@@ -582,12 +516,12 @@ impl Gateway {
                 .client
                 .create_order(paise.get(), &id.to_string(), notes)
                 .await
-                .map_err(|e| {
-                    let mut body = from_razorpay(e);
-                    body.error
-                        .details
-                        .insert("topup_id".into(), id.to_string().into());
-                    body
+                .map_err(|e| match GatewayError::from(e) {
+                    GatewayError::Unavailable(reason) => GatewayError::OrderPending {
+                        topup_id: id,
+                        reason,
+                    },
+                    other => other,
                 })?,
         };
         // Record the order (unless the poller found it first).
@@ -595,7 +529,7 @@ impl Gateway {
             let loaded = self
                 .load(id)
                 .await?
-                .ok_or_else(|| internal("the top-up vanished"))?;
+                .ok_or_else(|| GatewayError::internal("the top-up vanished"))?;
             if loaded.topup.order.is_some() {
                 break;
             }
@@ -617,7 +551,7 @@ impl Gateway {
         let loaded = self
             .load(id)
             .await?
-            .ok_or_else(|| internal("the top-up vanished"))?;
+            .ok_or_else(|| GatewayError::internal("the top-up vanished"))?;
         Ok(self.view(&loaded.topup))
     }
 
@@ -628,13 +562,15 @@ impl Gateway {
         account: &AccountId,
         key: &IdempotencyKey,
         request: &CreateTopupRequest,
-    ) -> Result<(Id, bool), Box<ErrorBody>> {
-        use sha2::Digest;
-        let hash = hex::encode(sha2::Sha256::digest(
-            serde_json::to_vec(request).expect("requests serialise"),
-        ));
+    ) -> Result<(Id, bool), GatewayError> {
+        let hash = request_hash(None, request);
         let fresh = Id::new_v7();
-        let conn = self.inner.pool.get().await.map_err(unavailable)?;
+        let conn = self
+            .inner
+            .pool
+            .get()
+            .await
+            .map_err(GatewayError::unavailable)?;
         let row = conn
             .query_one(
                 "INSERT INTO ledger_cmd.topup_keys (account_id, key, request_hash, topup_id) \
@@ -644,17 +580,12 @@ impl Gateway {
                 &[&account.as_str(), &key.as_str(), &hash, &fresh.uuid()],
             )
             .await
-            .map_err(unavailable)?;
+            .map_err(GatewayError::unavailable)?;
         if row.get::<_, String>(1) != hash {
-            return Err(Box::new(
-                ErrorBody::new(
-                    ErrorCode::IdempotencyConflict,
-                    "This Idempotency-Key was used for a different top-up request.",
-                )
-                .with_detail("field", "Idempotency-Key"),
-            ));
+            return Err(GatewayError::KeyConflict);
         }
-        let id = Id::try_from(row.get::<_, uuid::Uuid>(0)).map_err(|e| internal(e.rule))?;
+        let id = Id::try_from(row.get::<_, uuid::Uuid>(0))
+            .map_err(|e| GatewayError::internal(e.rule))?;
         Ok((id, id != fresh))
     }
 
@@ -666,25 +597,28 @@ impl Gateway {
         bucket: Bucket,
         request: &CreateTopupRequest,
         cause: &str,
-    ) -> Result<Paise, Box<ErrorBody>> {
+    ) -> Result<Paise, GatewayError> {
         let s = &self.inner.settings;
         let rp = self.razorpay()?;
         let now = Timestamp::now();
         let quote = rp
             .fx
             .quote(now)
-            .map_err(|e| unavailable(format!("no FX quote ({e})")))?;
-        let paise = inr_paise(request.amount_usd, quote.rate)
-            .map_err(|e| invalid("amount_usd", e.to_string(), "range"))?;
+            .map_err(|e| GatewayError::unavailable(format!("no FX quote ({e})")))?;
+        let out_of_range = |e: crate::money::MoneyError| GatewayError::Invalid {
+            field: "amount_usd",
+            message: e.to_string(),
+            rule: "range",
+        };
+        let paise = inr_paise(request.amount_usd, quote.rate).map_err(out_of_range)?;
         if paise.get() < 100 {
-            return Err(invalid(
-                "amount_usd",
-                "The amount converts to less than INR 1.00, Razorpay's minimum.",
-                "razorpay_minimum",
-            ));
+            return Err(GatewayError::Invalid {
+                field: "amount_usd",
+                message: "The amount converts to less than INR 1.00, Razorpay's minimum.".into(),
+                rule: "razorpay_minimum",
+            });
         }
-        let credits = credits_for(request.amount_usd, s.credits_per_usd)
-            .map_err(|e| invalid("amount_usd", e.to_string(), "range"))?;
+        let credits = credits_for(request.amount_usd, s.credits_per_usd).map_err(out_of_range)?;
         let quoted = EventData::TopupQuoted(TopupQuoted {
             topup_id: id,
             bucket,
@@ -702,10 +636,7 @@ impl Gateway {
             .append(account, id, 0, ChainHash::GENESIS, quoted, cause)
             .await?
         {
-            return Err(Box::new(ErrorBody::new(
-                ErrorCode::ConflictRetry,
-                "A request with this Idempotency-Key is still being processed; retrying is safe.",
-            )));
+            return Err(GatewayError::InProgress);
         }
         self.track(id, account, now).await?;
         Ok(paise)
@@ -718,42 +649,73 @@ impl Gateway {
         &self,
         topup: &Topup,
         request: &CheckoutRequest,
-    ) -> Result<Value, Box<ErrorBody>> {
+    ) -> Result<Value, GatewayError> {
         let rp = self.razorpay()?;
-        if !ledger_gateway_adapter::signature::checkout_valid(
+        if !crate::signature::checkout_valid(
             &request.razorpay_order_id,
             &request.razorpay_payment_id,
             &request.razorpay_signature,
             rp.key_secret.expose(),
         ) {
-            return Err(Box::new(
-                ErrorBody::new(
-                    ErrorCode::InvalidSignature,
-                    "razorpay_signature does not match the order and payment.",
-                )
-                .with_detail("field", "razorpay_signature"),
-            ));
+            return Err(GatewayError::InvalidSignature {
+                field: "razorpay_signature",
+                what: "the order and payment",
+            });
         }
         if topup.order.as_ref().map(|o| o.order_id.as_str())
             != Some(request.razorpay_order_id.as_str())
         {
-            return Err(invalid(
-                "razorpay_order_id",
-                "razorpay_order_id is not this top-up's order.",
-                "order_mismatch",
-            ));
+            return Err(GatewayError::Invalid {
+                field: "razorpay_order_id",
+                message: "razorpay_order_id is not this top-up's order.".into(),
+                rule: "order_mismatch",
+            });
         }
         let cause = format!("checkout:{}", request.razorpay_payment_id);
         let synced = self
             .sync(topup.id(), &Hints::default(), &cause)
             .await?
-            .ok_or_else(|| internal("the top-up vanished"))?;
+            .ok_or_else(|| GatewayError::internal("the top-up vanished"))?;
         Ok(self.view(&synced))
     }
 
     /// A top-up as its own log tells it (not the read model).
-    pub async fn get(&self, id: Id) -> Result<Option<Topup>, Box<ErrorBody>> {
+    pub async fn get(&self, id: Id) -> Result<Option<Topup>, GatewayError> {
         Ok(self.load(id).await?.map(|l| l.topup))
+    }
+
+    /// The top-up's read-model row, once the projector has written it.
+    pub async fn projected(&self, id: Id) -> Result<Option<Value>, GatewayError> {
+        crate::http::projected_row(&self.inner.pool, id).await
+    }
+
+    /// The top-up as its read-model row will show it, from its own log (for
+    /// a top-up the projector has not reached yet).
+    pub async fn row_from_log(&self, id: Id) -> Result<Option<Value>, GatewayError> {
+        let Some(l) = self.load(id).await? else {
+            return Ok(None);
+        };
+        let t = &l.topup;
+        let normal = |text: &str| {
+            text.parse::<Decimal>()
+                .map(|d| d.normalize().to_string())
+                .unwrap_or_else(|_| text.to_owned())
+        };
+        Ok(Some(json!({
+            "topup_id": t.id(),
+            "account_id": t.account,
+            "status": t.status(),
+            "bucket": t.quote.bucket,
+            "amount_usd": normal(&t.quote.amount_usd.get().to_string()),
+            "amount_inr_paise": t.quote.amount_inr_paise,
+            "fx_rate": normal(&t.quote.fx_rate),
+            "credits": normal(&t.quote.credits.to_string()),
+            "order_id": t.order.as_ref().map(|o| &o.order_id),
+            "transaction_id": t.captured.as_ref().map(|c| &c.payment_id),
+            "method": t.captured.as_ref().map(|c| &c.method),
+            "created_at": t.created_at,
+            "updated_at": l.updated_at,
+        })))
     }
 
     /// The top-up as the API shows it.
@@ -779,12 +741,7 @@ impl Gateway {
     }
 
     /// Starts polling a new top-up.
-    async fn track(
-        &self,
-        id: Id,
-        account: &AccountId,
-        now: Timestamp,
-    ) -> Result<(), Box<ErrorBody>> {
+    async fn track(&self, id: Id, account: &AccountId, now: Timestamp) -> Result<(), GatewayError> {
         let first = self
             .inner
             .settings
@@ -792,45 +749,65 @@ impl Gateway {
             .due_after(0)
             .unwrap_or_default();
         let next = now.datetime() + chrono::Duration::from_std(first).unwrap_or_default();
-        let conn = self.inner.pool.get().await.map_err(unavailable)?;
+        let conn = self
+            .inner
+            .pool
+            .get()
+            .await
+            .map_err(GatewayError::unavailable)?;
         conn.execute(
             "INSERT INTO ledger_cmd.topup_polls (topup_id, account_id, created_at, next_poll_at) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (topup_id) DO NOTHING",
             &[&id.uuid(), &account.as_str(), &now.datetime(), &next],
         )
         .await
-        .map_err(unavailable)?;
+        .map_err(GatewayError::unavailable)?;
         Ok(())
     }
 
-    async fn set_order(&self, id: Id, order_id: &str) -> Result<(), Box<ErrorBody>> {
-        let conn = self.inner.pool.get().await.map_err(unavailable)?;
+    async fn set_order(&self, id: Id, order_id: &str) -> Result<(), GatewayError> {
+        let conn = self
+            .inner
+            .pool
+            .get()
+            .await
+            .map_err(GatewayError::unavailable)?;
         conn.execute(
             "UPDATE ledger_cmd.topup_polls SET order_id = $2, updated_at = now() \
              WHERE topup_id = $1",
             &[&id.uuid(), &order_id],
         )
         .await
-        .map_err(unavailable)?;
+        .map_err(GatewayError::unavailable)?;
         Ok(())
     }
 
     /// The top-up of a Razorpay order.
-    pub async fn topup_of_order(&self, order_id: &str) -> Result<Option<Id>, Box<ErrorBody>> {
-        let conn = self.inner.pool.get().await.map_err(unavailable)?;
+    pub async fn topup_of_order(&self, order_id: &str) -> Result<Option<Id>, GatewayError> {
+        let conn = self
+            .inner
+            .pool
+            .get()
+            .await
+            .map_err(GatewayError::unavailable)?;
         let row = conn
             .query_opt(
                 "SELECT topup_id FROM ledger_cmd.topup_polls WHERE order_id = $1",
                 &[&order_id],
             )
             .await
-            .map_err(unavailable)?;
+            .map_err(GatewayError::unavailable)?;
         Ok(row.and_then(|r| Id::try_from(r.get::<_, uuid::Uuid>(0)).ok()))
     }
 
     /// Looks at a top-up again soon (a webhook could not be processed).
-    pub async fn poll_soon(&self, id: Id) -> Result<(), Box<ErrorBody>> {
-        let conn = self.inner.pool.get().await.map_err(unavailable)?;
+    pub async fn poll_soon(&self, id: Id) -> Result<(), GatewayError> {
+        let conn = self
+            .inner
+            .pool
+            .get()
+            .await
+            .map_err(GatewayError::unavailable)?;
         conn.execute(
             "UPDATE ledger_cmd.topup_polls SET next_poll_at = now() + $2 * interval '1 second', \
              updated_at = now() WHERE topup_id = $1",
@@ -840,7 +817,7 @@ impl Gateway {
             ],
         )
         .await
-        .map_err(unavailable)?;
+        .map_err(GatewayError::unavailable)?;
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ledger::serve::{Role, start};
+use ledger_cli::{Role, start};
 use ledger_projections::projector::{Projection, Projector};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
