@@ -131,7 +131,8 @@ pub struct Limits {
     pub accounts_cached_max: usize,
     /// An account idle this long is dropped from memory.
     pub account_idle_s_max: u64,
-    /// Idempotency keys remembered in memory per account (the rest in PostgreSQL).
+    /// Idempotency keys held in memory per account once the key index has
+    /// them (keys it has not indexed yet stay in memory, past this bound).
     pub idempotency_keys_cached_per_account_max: usize,
     /// Unacknowledged usage messages the intake holds at once.
     pub usage_ack_pending_max: i64,
@@ -174,6 +175,9 @@ pub struct Config {
     pub tokens: Vec<TokenConfig>,
     /// How long an idempotency key returns its original outcome.
     pub idempotency_retention_s: u64,
+    /// Whether this process's command role may run the key indexer (one
+    /// process indexes at a time; the others follow its checkpoint).
+    pub key_indexer: bool,
     /// How often open reservations are checked for expiry.
     pub reservation_sweep_interval_ms: u64,
     pub rate_card: RateCardConfig,
@@ -193,6 +197,7 @@ impl Default for Config {
             admin_token: None,
             tokens: Vec::new(),
             idempotency_retention_s: 7 * 24 * 3600,
+            key_indexer: true,
             reservation_sweep_interval_ms: 1000,
             rate_card: RateCardConfig::default(),
             stream_name: "LEDGER".into(),

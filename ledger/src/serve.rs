@@ -223,8 +223,8 @@ impl Process {
     }
 }
 
-/// The command role: commands over NATS and HTTP, the usage intake, and
-/// reservation expiry with idempotency-key retention.
+/// The command role: commands over NATS and HTTP, the usage intake, the
+/// key indexer, and reservation expiry with idempotency-key retention.
 pub async fn command(p: &mut Process, config: &Config) -> anyhow::Result<()> {
     let engine = Engine::new(
         p.store.clone(),
@@ -252,6 +252,10 @@ pub async fn command(p: &mut Process, config: &Config) -> anyhow::Result<()> {
     let token = p.shutdown.clone();
     let e = engine.clone();
     p.spawn(async move { intake::run(e, intake_settings, token.cancelled_owned()).await });
+
+    let indexer = engine.indexer(&config.database_url, config.key_indexer);
+    let token = p.shutdown.clone();
+    p.spawn(async move { indexer.run(token).await });
 
     let token = p.shutdown.clone();
     let e = engine.clone();

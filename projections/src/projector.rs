@@ -377,6 +377,24 @@ impl Reader {
         })
     }
 
+    /// Waits for the next event, then takes what else has been read already,
+    /// up to `max` events; `None` when the stream ended.
+    pub async fn batch(&mut self, max: usize) -> Option<anyhow::Result<Vec<(u64, bytes::Bytes)>>> {
+        let mut batch = Vec::new();
+        let mut item = Some(self.rx.recv().await?);
+        while let Some(next) = item.take() {
+            match next {
+                Ok(e) => batch.push(e),
+                Err(e) => return Some(Err(anyhow::anyhow!(e))),
+            }
+            if batch.len() >= max {
+                break;
+            }
+            item = self.rx.try_recv().ok();
+        }
+        Some(Ok(batch))
+    }
+
     /// The next event (`None` when the stream ended).
     pub async fn next(&mut self) -> Option<anyhow::Result<(u64, bytes::Bytes)>> {
         self.rx

@@ -261,6 +261,32 @@ pub struct UsageRejected {
     pub reason: RejectReason,
 }
 
+/// A command the domain refused on an existing account, remembered under
+/// its idempotency key (the envelope carries the key and the request hash):
+/// a repeat of the key answers this refusal again. No postings, no change
+/// to any balance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CommandRefused {
+    /// The command's name (`consume`, `capture`, …).
+    pub command: String,
+    /// The contract's error code of the refusal.
+    pub code: crate::ErrorCode,
+    pub message: String,
+    /// The facts the refusal was made on (e.g. `credits_required`,
+    /// `credits_available`, `reservation_id`), as in the error's `details`.
+    #[serde(default)]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+impl CommandRefused {
+    /// The refusal as the caller heard it.
+    pub fn to_error(&self) -> crate::ErrorBody {
+        let mut body = crate::ErrorBody::new(self.code, self.message.clone());
+        body.error.details = self.details.clone();
+        body
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CreditsReserved {
     pub reservation_id: Id,
@@ -519,6 +545,7 @@ events! {
     CreditsGranted(CreditsGranted) = "credits_granted",
     CreditsConsumed(CreditsConsumed) = "credits_consumed",
     UsageRejected(UsageRejected) = "usage_rejected",
+    CommandRefused(CommandRefused) = "command_refused",
     CreditsReserved(CreditsReserved) = "credits_reserved",
     ReservationCaptured(ReservationCaptured) = "reservation_captured",
     ReservationReleased(ReservationReleased) = "reservation_released",
@@ -558,6 +585,7 @@ impl EventData {
             | EventData::CreditsGranted(_)
             | EventData::CreditsConsumed(_)
             | EventData::UsageRejected(_)
+            | EventData::CommandRefused(_)
             | EventData::CreditsReserved(_)
             | EventData::ReservationCaptured(_)
             | EventData::ReservationReleased(_)

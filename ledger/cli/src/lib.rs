@@ -154,7 +154,15 @@ mod tests {
         all.extend(migrations());
         all.sort();
         let names: Vec<String> = all.iter().map(|m| m.to_string()).collect();
-        assert_eq!(names, ["V1__command_side", "V2__gateway", "V3__topup_keys"]);
+        assert_eq!(
+            names,
+            [
+                "V1__command_side",
+                "V2__gateway",
+                "V3__topup_keys",
+                "V4__key_index"
+            ]
+        );
     }
 
     #[test]

@@ -38,6 +38,11 @@ enum Cmd {
         #[command(subcommand)]
         command: ProjectionsCmd,
     },
+    /// The command side's key index: `ledger index rebuild`.
+    Index {
+        #[command(subcommand)]
+        command: IndexCmd,
+    },
     /// Walk through the ledger against a running service (used by deploy/run.sh).
     Demo {
         /// The service's HTTP address.
@@ -55,6 +60,14 @@ enum Cmd {
         #[arg(long, env = "LEDGER_RAZORPAY_KEY_SECRET", hide_env_values = true)]
         razorpay_key_secret: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum IndexCmd {
+    /// Wipe the idempotency-key index (and open reservations) so the
+    /// indexer folds the whole log again. Stop the command side first; it
+    /// is exact meanwhile, reading more of the log.
+    Rebuild,
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,6 +163,16 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
         Cmd::Audit { command } => {
             let config = Config::load(cli.config.as_deref())?;
             audit(config, command).await
+        }
+        Cmd::Index {
+            command: IndexCmd::Rebuild,
+        } => {
+            let config = Config::load(cli.config.as_deref())?;
+            let pool =
+                ledger::serve::connect_db(&config.database_url, &ledger_cli::migrations()).await?;
+            ledger::engine::indexer::reset(&pool).await?;
+            println!("key index wiped: the indexer folds the log again from stream seq 1");
+            Ok(std::process::ExitCode::SUCCESS)
         }
         Cmd::Projections {
             command: ProjectionsCmd::Rebuild { projection },

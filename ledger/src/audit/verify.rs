@@ -250,6 +250,11 @@ impl Verifier {
                 return self.find(r, "replay", detail);
             }
         }
+        if let EventData::CommandRefused(refused) = &envelope.body {
+            if let Err(detail) = refusal_holds(account, refused, envelope.recorded_at) {
+                return self.find(r, "refusal", detail);
+            }
+        }
         let before: HashMap<Bucket, SignedCredits> =
             account.balances().map(|(b, v)| (b.clone(), v)).collect();
         account.evolve(&envelope.body);
@@ -396,5 +401,220 @@ impl Verifier {
             };
             self.find(&r, "read_model", p);
         }
+    }
+}
+
+/// Whether a remembered refusal was right for the account's state when it
+/// was made: the facts in its details are those the state gives.
+fn refusal_holds(account: &Account, refused: &CommandRefused, at: Timestamp) -> Result<(), String> {
+    let text = |field: &str| {
+        refused
+            .details
+            .get(field)
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| format!("a {} refusal without '{field}'", refused.code.as_str()))
+    };
+    let decimal = |field: &str| -> Result<Decimal, String> {
+        text(field)?
+            .parse::<Decimal>()
+            .map_err(|e| format!("'{field}' is no decimal: {e}"))
+    };
+    let reservation =
+        || -> Result<Id, String> { Id::parse(text("reservation_id")?).map_err(|e| e.to_string()) };
+    if !account.is_open() {
+        return Err("a refusal on an account that is not open".into());
+    }
+    match refused.code {
+        ErrorCode::AccountExists => Ok(()),
+        ErrorCode::InsufficientCredits => {
+            let required = decimal("credits_required")?;
+            let available = decimal("credits_available")?;
+            let actual = match (text("service"), text("from_bucket")) {
+                (Ok(service), _) => {
+                    let own = account.balance(&Bucket::parse(service).map_err(|e| e.to_string())?);
+                    let general = account.balance(&Bucket::general());
+                    if account.in_debt() {
+                        own + general
+                    } else {
+                        own.max(Decimal::ZERO) + general.max(Decimal::ZERO)
+                    }
+                }
+                (_, Ok(bucket)) => {
+                    account.balance(&Bucket::parse(bucket).map_err(|e| e.to_string())?)
+                }
+                _ => {
+                    return Err(
+                        "an insufficient_credits refusal naming no service or bucket".into(),
+                    );
+                }
+            };
+            if actual != available {
+                return Err(format!(
+                    "says {available} credits were available, the replay gives {actual}"
+                ));
+            }
+            if required <= available && !account.in_debt() {
+                return Err(format!(
+                    "refused {required} credits with {available} available"
+                ));
+            }
+            Ok(())
+        }
+        ErrorCode::ReservationNotFound => {
+            let id = reservation()?;
+            if account.reservation(&id).is_some() || account.closed_reservation(&id).is_some() {
+                return Err(format!(
+                    "says reservation {id} does not exist, the replay has it"
+                ));
+            }
+            Ok(())
+        }
+        ErrorCode::ReservationClosed => {
+            let id = reservation()?;
+            let expired = account.reservation(&id).is_some_and(|r| r.expires_at <= at);
+            if account.closed_reservation(&id).is_none() && !expired {
+                return Err(format!(
+                    "says reservation {id} is closed, the replay has it open"
+                ));
+            }
+            Ok(())
+        }
+        other => Err(format!(
+            "the domain never remembers a refusal coded {}",
+            other.as_str()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{AppendMessage, Origin};
+
+    /// One account's log, checked event by event as it is written.
+    struct Log {
+        seq: u64,
+        chain: ChainHash,
+        verifier: Verifier,
+    }
+
+    impl Log {
+        fn new() -> Self {
+            Log {
+                seq: 0,
+                chain: ChainHash::GENESIS,
+                verifier: Verifier::new("ledger.events"),
+            }
+        }
+
+        /// Appends `data` and returns the rules it broke.
+        fn append(&mut self, data: EventData) -> Vec<&'static str> {
+            let account = AccountId::parse("acme").unwrap();
+            let actor = Actor::parse("system").unwrap();
+            let origin = Origin {
+                account: &account,
+                idempotency_key: None,
+                request_hash: "",
+                correlation_id: None,
+                causation_id: None,
+                actor: &actor,
+                occurred_at: None,
+            };
+            let postings = postings_for(&account, &data);
+            let envelope = origin.envelope(data, postings, Timestamp::now());
+            let subject = "ledger.events.acct.acme";
+            let (m, next) = AppendMessage::chained(subject, &envelope, self.chain);
+            self.chain = next;
+            self.seq += 1;
+            let before = self.verifier.findings.len();
+            self.verifier.check(&Record {
+                seq: self.seq,
+                subject: subject.into(),
+                msg_id: Some(m.event_id),
+                event_type: Some(m.event_type.into()),
+                chain: Some(m.chain),
+                payload: String::from_utf8(m.payload.to_vec()).unwrap(),
+            });
+            self.verifier.findings[before..]
+                .iter()
+                .map(|f| f.rule)
+                .collect()
+        }
+    }
+
+    fn refused(code: ErrorCode, details: serde_json::Value) -> EventData {
+        EventData::CommandRefused(CommandRefused {
+            command: "consume".into(),
+            code,
+            message: "refused".into(),
+            details: details.as_object().unwrap().clone(),
+        })
+    }
+
+    #[test]
+    fn a_refusal_must_be_right_for_the_state_it_was_made_on() {
+        let mut log = Log::new();
+        assert!(
+            log.append(EventData::AccountOpened(AccountOpened {
+                display_name: None
+            }))
+            .is_empty()
+        );
+        let grant = EventData::CreditsGranted(CreditsGranted {
+            bucket: Bucket::general(),
+            credits: Credits::parse("1").unwrap(),
+            source: GrantSource::Promotion,
+            topup_id: None,
+            payment_id: None,
+            reason: None,
+        });
+        assert!(log.append(grant).is_empty());
+        let short = |available: &str, required: &str| {
+            refused(
+                ErrorCode::InsufficientCredits,
+                serde_json::json!({"service": "email", "credits_available": available,
+                                   "credits_required": required}),
+            )
+        };
+        assert!(log.append(short("1", "5")).is_empty(), "a right refusal");
+        assert_eq!(
+            log.append(short("3", "5")),
+            ["refusal"],
+            "wrong availability"
+        );
+        assert_eq!(
+            log.append(short("1", "0.5")),
+            ["refusal"],
+            "refused with enough"
+        );
+        let rid = Id::new_v7();
+        let not_found = refused(
+            ErrorCode::ReservationNotFound,
+            serde_json::json!({"reservation_id": rid.to_string()}),
+        );
+        assert!(log.append(not_found.clone()).is_empty());
+        let reserve = EventData::CreditsReserved(CreditsReserved {
+            reservation_id: rid,
+            service: Service::parse("email").unwrap(),
+            credits: Credits::parse("0.5").unwrap(),
+            drawn: vec![Draw {
+                bucket: Bucket::general(),
+                credits: Credits::parse("0.5").unwrap(),
+            }],
+            expires_at: Timestamp::parse("2099-01-01T00:00:00.000Z").unwrap(),
+        });
+        assert!(log.append(reserve).is_empty());
+        assert_eq!(log.append(not_found), ["refusal"], "the reservation exists");
+        let closed = refused(
+            ErrorCode::ReservationClosed,
+            serde_json::json!({"reservation_id": rid.to_string()}),
+        );
+        assert_eq!(
+            log.append(closed),
+            ["refusal"],
+            "it is open and not expired"
+        );
+        let never = refused(ErrorCode::InvalidRequest, serde_json::json!({}));
+        assert_eq!(log.append(never), ["refusal"], "never remembered");
     }
 }

@@ -140,7 +140,7 @@ impl Account {
             }
             EventData::CreditsGranted(e) => self.add(&e.bucket, e.credits.get()),
             EventData::CreditsConsumed(e) => self.take_all(&e.drawn),
-            EventData::UsageRejected(_) => {}
+            EventData::UsageRejected(_) | EventData::CommandRefused(_) => {}
             EventData::CreditsReserved(e) => {
                 self.take_all(&e.drawn);
                 self.reservations.insert(

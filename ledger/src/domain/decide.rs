@@ -233,6 +233,37 @@ pub fn decide(
     Ok(data.into_iter().map(|d| new_event(account, d)).collect())
 }
 
+/// The event that remembers a refusal under the command's key: for the
+/// domain's refusals on an existing account (`insufficient_credits`,
+/// `reservation_not_found`, `reservation_closed`, `account_exists`). A
+/// request that fails validation, or names an unknown account, gets `None`:
+/// no outcome is saved, so a corrected retry is decided afresh.
+pub fn refusal(command: &Command, error: &DomainError) -> Option<NewEvent> {
+    if !error.is_remembered() {
+        return None;
+    }
+    let mut body = error.to_body();
+    // What an auditor needs to check the refusal against the state.
+    match command {
+        Command::Consume { service, .. } | Command::Reserve { service, .. } => {
+            body = body.with_detail("service", service.as_str());
+        }
+        Command::Transfer { from_bucket, .. } => {
+            body = body.with_detail("from_bucket", from_bucket.as_str());
+        }
+        _ => {}
+    }
+    Some(NewEvent {
+        data: EventData::CommandRefused(CommandRefused {
+            command: command.name().to_owned(),
+            code: body.error.code,
+            message: body.error.message,
+            details: body.error.details,
+        }),
+        postings: Vec::new(),
+    })
+}
+
 fn open(account: &Account, display_name: &Option<Text>) -> Result<EventData, DomainError> {
     if account.is_open() {
         return Err(DomainError::AccountExists);

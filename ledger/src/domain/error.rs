@@ -36,6 +36,19 @@ impl DomainError {
         }
     }
 
+    /// Whether the refusal is remembered under the command's key (as a
+    /// `command_refused` event): the domain's refusals on an existing
+    /// account. Validation failures and an unknown account are not.
+    pub fn is_remembered(&self) -> bool {
+        matches!(
+            self,
+            DomainError::AccountExists
+                | DomainError::InsufficientCredits { .. }
+                | DomainError::ReservationNotFound { .. }
+                | DomainError::ReservationClosed { .. }
+        )
+    }
+
     pub fn code(&self) -> ErrorCode {
         match self {
             DomainError::AccountExists => ErrorCode::AccountExists,

@@ -19,7 +19,7 @@ mod postings;
 
 pub use account::{Account, Closure, Reservation};
 pub use catalog::{Catalog, CatalogError};
-pub use decide::{Command, CommandName, Context, NewEvent, Shortfall, decide};
+pub use decide::{Command, CommandName, Context, NewEvent, Shortfall, decide, refusal};
 pub use error::DomainError;
 pub use postings::postings_for;
 

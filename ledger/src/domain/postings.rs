@@ -93,6 +93,7 @@ pub fn postings_for(account: &AccountId, event: &EventData) -> Vec<Posting> {
         }
         EventData::AccountOpened(_)
         | EventData::UsageRejected(_)
+        | EventData::CommandRefused(_)
         | EventData::TopupQuoted(_)
         | EventData::GatewayOrderCreated(_)
         | EventData::PaymentObserved(_)

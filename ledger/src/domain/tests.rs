@@ -782,3 +782,46 @@ fn catalog_requires_the_built_in_services() {
     let buckets: Vec<String> = catalog().buckets().map(|b| b.to_string()).collect();
     assert_eq!(buckets, ["general", "email", "push", "sms"]);
 }
+
+#[test]
+fn domain_refusals_are_remembered_and_invalid_requests_are_not() {
+    let catalog = catalog();
+    let ctx = Context {
+        now: t0(),
+        catalog: &catalog,
+    };
+    let account = Account::replay(acct(), &[opened(), granted("general", "1")]);
+    let too_much = consume("email", 1, Some("5"));
+    let e = decide(&account, &too_much, &ctx).unwrap_err();
+    let remembered = refusal(&too_much, &e).expect("a domain refusal is remembered");
+    assert!(remembered.postings.is_empty(), "a refusal moves nothing");
+    let EventData::CommandRefused(r) = &remembered.data else {
+        panic!("{:?}", remembered.data)
+    };
+    assert_eq!(r.command, "consume");
+    assert_eq!(r.code, ErrorCode::InsufficientCredits);
+    assert_eq!(r.details["credits_available"], "1");
+    assert_eq!(r.details["service"], "email");
+    assert_eq!(r.to_error().code(), ErrorCode::InsufficientCredits);
+    // The state is untouched by it.
+    let mut after = account.clone();
+    after.evolve(&remembered.data);
+    assert_eq!(after.balance(&b("general")), account.balance(&b("general")));
+
+    let missing = Command::Release {
+        reservation_id: rid(7),
+    };
+    let e = decide(&account, &missing, &ctx).unwrap_err();
+    assert!(refusal(&missing, &e).is_some(), "reservation_not_found");
+
+    let invalid = consume("email", 1, Some("0"));
+    let e = decide(&account, &invalid, &ctx).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidRequest);
+    assert!(refusal(&invalid, &e).is_none(), "validation saves nothing");
+    let unknown = Account::new(acct());
+    let e = decide(&unknown, &too_much, &ctx).unwrap_err();
+    assert!(
+        refusal(&too_much, &e).is_none(),
+        "an unknown account saves nothing"
+    );
+}

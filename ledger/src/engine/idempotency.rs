@@ -2,12 +2,16 @@
 //! effect, for the configured retention (7 days by default), across restarts
 //! and processes.
 //!
-//! Three layers, checked in order:
-//! 1. each account writer's recent keys in memory (bounded), rebuilt from the
-//!    log when the account is loaded: every event carries its key and the
-//!    hash of its request, and its reply is recomputed by replay;
-//! 2. `ledger_cmd.idempotency` in PostgreSQL, which holds every outcome for
-//!    the retention, and is the only home of refusals (they leave no event);
+//! The log is the only record. Every keyed outcome worth remembering is an
+//! event carrying its key and request hash: a success's events, or a
+//! `command_refused` event for a domain refusal on an existing account.
+//! Lookups are exact whatever the index's lag:
+//! 1. each account writer holds in memory the keys of its account's events
+//!    after the index checkpoint it loaded with, and every key it appends
+//!    since; entries at or below the current checkpoint may be dropped;
+//! 2. `ledger_cmd.key_index`, folded from the log by the
+//!    [`indexer`](super::indexer) (never written on the command path), holds
+//!    the rest for the retention; a hit's outcome is rebuilt from the log;
 //! 3. the expected-sequence check: two processes deciding the same key
 //!    concurrently cannot both append, the loser reloads and finds the key.
 
@@ -27,6 +31,8 @@ use super::gather::Gather;
 pub struct Remembered {
     pub request_hash: String,
     pub outcome: Outcome,
+    /// The stream seq of the event that holds the outcome.
+    pub seq: u64,
 }
 
 impl Remembered {
@@ -43,7 +49,10 @@ impl Remembered {
     }
 }
 
-/// One account's recent keys, oldest dropped first past the bound.
+/// One account's keys in memory: every key after the index checkpoint the
+/// account was loaded with, and the ones recalled from the index. Past the
+/// bound, the oldest entries the index already holds are dropped; entries
+/// the index does not hold yet stay, however many (exactness first).
 #[derive(Debug)]
 pub struct KeyCache {
     map: HashMap<IdempotencyKey, Remembered>,
@@ -67,32 +76,51 @@ impl KeyCache {
     pub fn insert(&mut self, key: IdempotencyKey, r: Remembered) {
         if self.map.insert(key.clone(), r).is_none() {
             self.order.push_back(key);
-            while self.order.len() > self.max {
-                if let Some(old) = self.order.pop_front() {
-                    self.map.remove(&old);
-                }
-            }
         }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Drops the oldest entries past the bound whose events the index holds
+    /// (stream seq at most `indexed`); whether any went.
+    pub fn trim(&mut self, indexed: u64) -> bool {
+        let mut dropped = false;
+        while self.order.len() > self.max {
+            let Some(oldest) = self.order.front() else {
+                break;
+            };
+            if self.map.get(oldest).is_some_and(|r| r.seq > indexed) {
+                break;
+            }
+            let oldest = self.order.pop_front().expect("a front entry");
+            self.map.remove(&oldest);
+            dropped = true;
+        }
+        dropped
     }
 }
 
-/// A row of `ledger_cmd.idempotency`.
+/// A key the index holds: the event with its outcome, and the request hash.
 #[derive(Debug, Clone)]
-pub struct Row {
-    pub account_id: AccountId,
+pub struct Indexed {
     pub key: IdempotencyKey,
+    pub seq: u64,
     pub request_hash: String,
-    pub outcome: Outcome,
-    pub stream_seq: Option<u64>,
 }
 
-type Found = Vec<(IdempotencyKey, Remembered)>;
+type Found = Vec<Indexed>;
 
 /// Looks up (account, key) pairs in one query.
 async fn lookup_pairs(
     pool: &Pool,
     pairs: &[(&AccountId, &IdempotencyKey)],
-) -> anyhow::Result<Vec<(AccountId, IdempotencyKey, Remembered)>> {
+) -> anyhow::Result<Vec<(AccountId, Indexed)>> {
     if pairs.is_empty() {
         return Ok(Vec::new());
     }
@@ -101,23 +129,21 @@ async fn lookup_pairs(
     let client = pool.get().await?;
     let statement = client
         .prepare_cached(
-            "SELECT i.account_id, i.key, i.request_hash, i.outcome, i.refused \
+            "SELECT i.account_id, i.key, i.stream_seq, i.request_hash \
              FROM unnest($1::text[], $2::text[]) AS q(a, k) \
-             JOIN ledger_cmd.idempotency i ON i.account_id = q.a AND i.key = q.k",
+             JOIN ledger_cmd.key_index i ON i.account_id = q.a AND i.key = q.k",
         )
         .await?;
     let rows = client.query(&statement, &[&accounts, &keys]).await?;
     rows.iter()
         .map(|r| {
             let account = AccountId::parse(r.get::<_, String>(0))?;
-            let key = IdempotencyKey::parse(r.get::<_, String>(1))?;
-            let text: String = r.get(3);
-            let outcome = Outcome::from_json(&text, r.get(4))?;
-            let remembered = Remembered {
-                request_hash: r.get(2),
-                outcome,
+            let found = Indexed {
+                key: IdempotencyKey::parse(r.get::<_, String>(1))?,
+                seq: r.get::<_, i64>(2) as u64,
+                request_hash: r.get(3),
             };
-            Ok((account, key, remembered))
+            Ok((account, found))
         })
         .collect()
 }
@@ -163,8 +189,8 @@ impl Lookups {
                     match result {
                         Ok(rows) => {
                             let mut by_account: HashMap<AccountId, Found> = HashMap::new();
-                            for (a, k, r) in rows {
-                                by_account.entry(a).or_default().push((k, r));
+                            for (a, found) in rows {
+                                by_account.entry(a).or_default().push(found);
                             }
                             for l in group {
                                 let found = by_account.remove(&l.account).unwrap_or_default();
@@ -184,7 +210,7 @@ impl Lookups {
         Self { tx }
     }
 
-    /// The remembered outcomes of `keys` of `account` (those PostgreSQL has).
+    /// The keys of `account` among `keys` that the index holds.
     pub async fn lookup(
         &self,
         account: &AccountId,
@@ -208,85 +234,13 @@ impl Lookups {
     }
 }
 
-/// Inserts rows; a key already there keeps its first outcome.
-pub async fn insert(pool: &Pool, rows: &[Row]) -> anyhow::Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut accounts = Vec::with_capacity(rows.len());
-    let mut keys = Vec::with_capacity(rows.len());
-    let mut hashes = Vec::with_capacity(rows.len());
-    let mut outcomes = Vec::with_capacity(rows.len());
-    let mut refused = Vec::with_capacity(rows.len());
-    let mut seqs: Vec<Option<i64>> = Vec::with_capacity(rows.len());
-    for r in rows {
-        accounts.push(r.account_id.as_str());
-        keys.push(r.key.as_str());
-        hashes.push(r.request_hash.as_str());
-        outcomes.push(r.outcome.to_json());
-        refused.push(r.outcome.is_refusal());
-        seqs.push(r.stream_seq.map(|s| s as i64));
-    }
-    let client = pool.get().await?;
-    let statement = client
-        .prepare_cached(
-            "INSERT INTO ledger_cmd.idempotency (account_id, key, request_hash, outcome, refused, stream_seq) \
-             SELECT a, k, h, o, r, s FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::int8[]) \
-               AS t(a, k, h, o, r, s) \
-             ON CONFLICT (account_id, key) DO NOTHING",
-        )
-        .await?;
-    client
-        .execute(
-            &statement,
-            &[&accounts, &keys, &hashes, &outcomes, &refused, &seqs],
-        )
-        .await?;
-    Ok(())
-}
-
-/// Rows written in the background: successes are already safe in the log,
-/// so their replies need not wait for PostgreSQL.
-#[derive(Debug, Clone)]
-pub struct BackgroundWriter {
-    tx: mpsc::Sender<Row>,
-}
-
-/// Rows one background insert carries at most.
-const BACKGROUND_ROWS_MAX: usize = 5000;
-
-impl BackgroundWriter {
-    pub fn spawn(pool: Pool) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Row>(BACKGROUND_ROWS_MAX * 4);
-        tokio::spawn(async move {
-            let mut rows = Vec::with_capacity(BACKGROUND_ROWS_MAX);
-            while rx.recv_many(&mut rows, BACKGROUND_ROWS_MAX).await > 0 {
-                // PostgreSQL down: keep trying. Nothing is lost meanwhile, the
-                // log holds every success; the rows only speed up lookups.
-                let mut wait = Duration::from_millis(100);
-                while let Err(e) = insert(&pool, &rows).await {
-                    tracing::warn!(error = %e, rows = rows.len(), "idempotency rows not written yet");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                }
-                rows.clear();
-            }
-        });
-        Self { tx }
-    }
-
-    pub async fn write(&self, row: Row) {
-        let _ = self.tx.send(row).await;
-    }
-}
-
-/// Deletes rows older than the retention; returns how many went.
+/// Deletes index entries older than the retention; returns how many went.
 pub async fn purge(pool: &Pool, retention: Duration) -> anyhow::Result<u64> {
     let client = pool.get().await?;
     let secs = retention.as_secs_f64();
     Ok(client
         .execute(
-            "DELETE FROM ledger_cmd.idempotency WHERE created_at < now() - make_interval(secs => $1)",
+            "DELETE FROM ledger_cmd.key_index WHERE recorded_at < now() - make_interval(secs => $1)",
             &[&secs],
         )
         .await?)

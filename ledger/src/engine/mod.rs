@@ -10,6 +10,7 @@
 mod committer;
 mod gather;
 pub mod idempotency;
+pub mod indexer;
 mod writer;
 
 use std::collections::HashMap;
@@ -133,8 +134,8 @@ struct Inner {
     catalog: Catalog,
     limits: Limits,
     committer: Committer,
-    background: idempotency::BackgroundWriter,
     lookups: idempotency::Lookups,
+    index_checkpoint: indexer::Checkpoint,
     metrics: Arc<Metrics>,
     writers: Mutex<(HashMap<AccountId, Handle>, u64)>,
     in_flight: Semaphore,
@@ -172,7 +173,6 @@ impl Engine {
             Duration::from_millis(limits.publish_timeout_ms),
             metrics.clone(),
         );
-        let background = idempotency::BackgroundWriter::spawn(pool.clone());
         let lookups = idempotency::Lookups::spawn(pool.clone());
         let in_flight = Semaphore::new(limits.commands_in_flight_max);
         Engine {
@@ -182,8 +182,8 @@ impl Engine {
                 catalog,
                 limits,
                 committer,
-                background,
                 lookups,
+                index_checkpoint: indexer::Checkpoint::default(),
                 metrics,
                 writers: Mutex::new((HashMap::new(), 0)),
                 in_flight,
@@ -209,6 +209,23 @@ impl Engine {
 
     pub fn pool(&self) -> &Pool {
         &self.inner.pool
+    }
+
+    /// The key index's checkpoint as this process last saw it (never ahead
+    /// of the index); the indexer task keeps it current.
+    pub fn index_checkpoint(&self) -> u64 {
+        self.inner.index_checkpoint.get()
+    }
+
+    /// The command side's indexer for this process: it leads when `lead`
+    /// and no other process does, and otherwise follows the checkpoint.
+    pub fn indexer(&self, database_url: &str, lead: bool) -> indexer::Indexer {
+        indexer::Indexer {
+            database_url: database_url.to_owned(),
+            stream: self.inner.store.stream().clone(),
+            checkpoint: self.inner.index_checkpoint.clone(),
+            lead,
+        }
     }
 
     /// Runs one command: its outcome (accepted or refused), or a retryable error.
@@ -351,7 +368,7 @@ impl Engine {
                 }
                 _ = purge.tick() => {
                     match idempotency::purge(&self.inner.pool, retention).await {
-                        Ok(n) if n > 0 => tracing::info!(rows = n, "purged expired idempotency keys"),
+                        Ok(n) if n > 0 => tracing::info!(keys = n, "purged expired idempotency keys from the index"),
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "idempotency purge failed"),
                     }

@@ -8,9 +8,9 @@ use std::time::Duration;
 use ledger_schemas::*;
 use tokio::sync::{mpsc, oneshot};
 
-use super::idempotency::{self, KeyCache, Remembered, Row};
+use super::idempotency::{Indexed, KeyCache, Remembered};
 use super::{CommandRequest, Engine, EngineError, Msg, Outcome};
-use crate::domain::{Account, Context, decide};
+use crate::domain::{Account, Context, decide, refusal};
 use crate::metrics;
 use crate::store::{AppendMessage, Appended, StoreError, read};
 
@@ -29,7 +29,12 @@ enum Decision {
         last: usize,
         reply: Box<CommandReply>,
     },
-    Refused(Arc<ErrorBody>),
+    /// Refused; `recorded` names its `command_refused` event when the
+    /// refusal is remembered under the key (else nothing is saved).
+    Refused {
+        body: Arc<ErrorBody>,
+        recorded: Option<usize>,
+    },
     /// Decided nothing (an expiry with nothing due).
     Nothing,
     /// Same key as an earlier job of this round: same outcome.
@@ -46,6 +51,10 @@ pub(super) struct Writer {
     last_seq: u64,
     chain: ChainHash,
     keys: KeyCache,
+    /// Whether the index may hold keys of this account that memory does not
+    /// (events at or below the checkpoint loaded with, or dropped since):
+    /// when not, a key missing from memory is new, with no query.
+    index_may_hold: bool,
 }
 
 impl Writer {
@@ -62,6 +71,7 @@ impl Writer {
             last_seq: 0,
             chain: ChainHash::GENESIS,
             keys,
+            index_may_hold: false,
         }
     }
 
@@ -122,31 +132,24 @@ impl Writer {
         }
     }
 
-    /// Reads the account's whole subject.
+    /// Reads the account's whole subject. The index checkpoint is taken
+    /// first: keys of events after it are held in memory, the others are in
+    /// the index.
     async fn load(&mut self) -> Result<(), EngineError> {
+        let indexed = self.engine.index_checkpoint();
         self.state = Account::new(self.account.clone());
         self.last_seq = 0;
         self.chain = ChainHash::GENESIS;
-        self.catch_up().await?;
+        self.keys = KeyCache::new(self.engine.limits().idempotency_keys_cached_per_account_max);
+        self.index_may_hold = false;
+        self.catch_up(indexed).await?;
         self.loaded = true;
-        // Make sure every open reservation can be found by the expiry sweep,
-        // even if a crash came between its append and its row.
-        let open: Vec<(Id, Timestamp)> = self
-            .state
-            .reservations()
-            .map(|(id, r)| (*id, r.expires_at))
-            .collect();
-        if !open.is_empty() {
-            self.write_reservations(&open, &[])
-                .await
-                .map_err(|e| EngineError::Unavailable(e.to_string()))?;
-        }
         Ok(())
     }
 
     /// Applies the subject's events after `last_seq` (another writer's, or
-    /// ours whose ack was lost).
-    async fn catch_up(&mut self) -> Result<(), EngineError> {
+    /// ours whose ack was lost), remembering the keys of those after `indexed`.
+    async fn catch_up(&mut self, indexed: u64) -> Result<(), EngineError> {
         let events = read::events_after(
             self.engine.store().client(),
             self.engine.store().stream(),
@@ -160,44 +163,92 @@ impl Writer {
             self.state.evolve(&e.envelope.body);
             self.last_seq = e.seq;
             self.chain = e.chain;
-            if let (Some(key), Some(hash)) = (&e.envelope.idempotency_key, &e.envelope.request_hash)
+            if e.envelope.idempotency_key.is_none() {
+                continue;
+            }
+            if e.seq <= indexed {
+                self.index_may_hold = true;
+                continue;
+            }
+            if let Some((key, remembered)) =
+                remembered(&self.state, self.engine.catalog(), e.envelope, e.seq)
             {
-                let reply = self.reply_for(e.envelope.clone(), e.seq);
-                self.keys.insert(
-                    key.clone(),
-                    Remembered {
-                        request_hash: hash.clone(),
-                        outcome: Outcome::Accepted(Arc::new(reply)),
-                    },
-                );
+                self.keys.insert(key, remembered);
             }
         }
         Ok(())
     }
 
+    /// The outcomes of keys the index holds, rebuilt from the log: the
+    /// subject is replayed up to each key's event.
+    async fn recall(
+        &self,
+        wanted: &[Indexed],
+    ) -> Result<Vec<(IdempotencyKey, Remembered)>, EngineError> {
+        let events = read::events_after(
+            self.engine.store().client(),
+            self.engine.store().stream(),
+            &self.subject,
+            0,
+            ChainHash::GENESIS,
+        )
+        .await
+        .map_err(store_error)?;
+        let seqs: HashMap<u64, &Indexed> = wanted.iter().map(|w| (w.seq, w)).collect();
+        let mut state = Account::new(self.account.clone());
+        let mut found = Vec::with_capacity(wanted.len());
+        for e in events {
+            state.evolve(&e.envelope.body);
+            let Some(w) = seqs.get(&e.seq) else {
+                continue;
+            };
+            match remembered(&state, self.engine.catalog(), e.envelope, e.seq) {
+                Some((key, r)) if key == w.key && r.request_hash == w.request_hash => {
+                    found.push((key, r));
+                }
+                _ => {
+                    return Err(EngineError::Corrupt(format!(
+                        "the index names stream seq {} for key '{}', which holds another event",
+                        w.seq, w.key
+                    )));
+                }
+            }
+        }
+        Ok(found)
+    }
+
     async fn process(&mut self, mut jobs: Vec<Job>) {
-        // Keys this writer does not remember may be in PostgreSQL (older than
-        // the cache, decided by another process, or refusals).
-        let unknown: Vec<IdempotencyKey> = jobs
-            .iter()
-            .filter_map(|j| j.request.key.as_ref())
-            .filter(|k| self.keys.get(k).is_none())
-            .cloned()
-            .collect();
+        // A key missing from memory may be in the index, when the account
+        // has keyed events at or below the checkpoint it loaded with.
+        let unknown: Vec<IdempotencyKey> = if self.index_may_hold {
+            jobs.iter()
+                .filter_map(|j| j.request.key.as_ref())
+                .filter(|k| self.keys.get(k).is_none())
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
         if !unknown.is_empty() {
-            match self
+            let found = match self
                 .engine
                 .inner
                 .lookups
                 .lookup(&self.account, unknown)
                 .await
             {
-                Ok(found) => {
-                    for (k, r) in found {
-                        self.keys.insert(k, r);
-                    }
-                }
+                Ok(found) => found,
                 Err(e) => return fail_all(jobs, EngineError::Unavailable(e.to_string())),
+            };
+            if !found.is_empty() {
+                match self.recall(&found).await {
+                    Ok(outcomes) => {
+                        for (k, r) in outcomes {
+                            self.keys.insert(k, r);
+                        }
+                    }
+                    Err(e) => return fail_all(jobs, e),
+                }
             }
         }
         let retries = self.engine.limits().conflict_retries_max;
@@ -221,11 +272,11 @@ impl Writer {
                         self.last_seq = a.last_seq;
                     }
                     let first_seq = appended.map(|a| a.first_seq()).unwrap_or(0);
-                    return self.finish(jobs, decisions, &messages, first_seq).await;
+                    return self.finish(jobs, decisions, &messages, first_seq);
                 }
                 Err(StoreError::Conflict { .. }) => {
                     self.engine.metrics().conflicts.inc();
-                    if let Err(e) = self.catch_up().await {
+                    if let Err(e) = self.catch_up(0).await {
                         return fail_all(jobs, e);
                     }
                 }
@@ -274,11 +325,33 @@ impl Writer {
                 }
                 seen.insert(key, i);
             }
-            let new_events = match decide(&work, &job.request.command, &ctx) {
-                Ok(events) => events,
+            let (new_events, refused) = match decide(&work, &job.request.command, &ctx) {
+                Ok(events) => (events, None),
                 Err(e) => {
-                    decisions.push(Decision::Refused(Arc::new(e.to_body())));
-                    continue;
+                    // A domain refusal on an existing account is remembered
+                    // as an event under the key; any other saves nothing.
+                    let remembered = job
+                        .request
+                        .key
+                        .as_ref()
+                        .and_then(|_| refusal(&job.request.command, &e));
+                    match remembered {
+                        // The caller hears what the event remembers.
+                        Some(event) => {
+                            let body = match &event.data {
+                                EventData::CommandRefused(r) => Arc::new(r.to_error()),
+                                _ => Arc::new(e.to_body()),
+                            };
+                            (vec![event], Some(body))
+                        }
+                        None => {
+                            decisions.push(Decision::Refused {
+                                body: Arc::new(e.to_body()),
+                                recorded: None,
+                            });
+                            continue;
+                        }
+                    }
                 }
             };
             let mut last_envelope = None;
@@ -290,12 +363,16 @@ impl Writer {
                 messages.push(message);
                 last_envelope = Some(envelope);
             }
-            decisions.push(match last_envelope {
-                Some(envelope) => Decision::Accepted {
+            decisions.push(match (refused, last_envelope) {
+                (Some(body), _) => Decision::Refused {
+                    body,
+                    recorded: Some(messages.len() - 1),
+                },
+                (None, Some(envelope)) => Decision::Accepted {
                     last: messages.len() - 1,
                     reply: Box::new(reply_from(&work, self.engine.catalog(), envelope, 0)),
                 },
-                None => Decision::Nothing,
+                (None, None) => Decision::Nothing,
             });
         }
         if let Some(first) = messages.first_mut() {
@@ -363,107 +440,33 @@ impl Writer {
         }
     }
 
-    /// Records, then sends, the outcomes of an appended (or refusal-only) round.
-    async fn finish(
+    /// Works out, then sends, the outcomes of an appended (or refusal-only)
+    /// round. Nothing is written anywhere but the log: the outcomes worth
+    /// remembering are in it already.
+    fn finish(
         &mut self,
         jobs: Vec<Job>,
         decisions: Vec<Decision>,
         messages: &[AppendMessage],
         first_seq: u64,
     ) {
-        let recorded = self.record(&jobs, decisions, messages, first_seq).await;
+        let recorded = record(&jobs, decisions, messages, first_seq);
         self.answer(jobs, recorded);
     }
 
-    /// Works out each job's outcome from its decision and records what must
-    /// outlive the process (idempotency rows, open reservations). Refusals
-    /// exist nowhere else, so whether they were stored decides their answer.
-    async fn record(
-        &mut self,
-        jobs: &[Job],
-        decisions: Vec<Decision>,
-        messages: &[AppendMessage],
-        first_seq: u64,
-    ) -> Recorded {
-        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(jobs.len());
-        let mut refusals = Vec::new();
-        let mut opened: Vec<(Id, Timestamp)> = Vec::new();
-        let mut closed: Vec<Id> = Vec::new();
-        for (i, d) in decisions.into_iter().enumerate() {
-            let job = &jobs[i];
-            let outcome = match d {
-                Decision::Accepted { last, mut reply } => {
-                    reply.stream_seq = first_seq + last as u64;
-                    track_reservation(&reply.event.body, &mut opened, &mut closed);
-                    let o = Outcome::Accepted(Arc::new(*reply));
-                    if let Some(key) = &job.request.key {
-                        self.engine
-                            .inner
-                            .background
-                            .write(Row {
-                                account_id: self.account.clone(),
-                                key: key.clone(),
-                                request_hash: job.request.request_hash.clone(),
-                                outcome: o.clone(),
-                                stream_seq: Some(first_seq + last as u64),
-                            })
-                            .await;
-                    }
-                    Some(o)
-                }
-                Decision::Refused(body) => {
-                    let o = Outcome::Refused(body);
-                    if let Some(key) = &job.request.key {
-                        refusals.push(Row {
-                            account_id: self.account.clone(),
-                            key: key.clone(),
-                            request_hash: job.request.request_hash.clone(),
-                            outcome: o.clone(),
-                            stream_seq: None,
-                        });
-                    }
-                    Some(o)
-                }
-                Decision::Nothing => None,
-                Decision::SameKeyAs(first) => outcomes[first].clone().map(|o| {
-                    Remembered {
-                        request_hash: jobs[first].request.request_hash.clone(),
-                        outcome: o,
-                    }
-                    .answer(&job.request.request_hash)
-                }),
-            };
-            outcomes.push(outcome);
-        }
-        debug_assert!(messages.is_empty() || first_seq > 0);
-        // Refusals exist nowhere else: they must be stored before anyone hears of them.
-        let refusals_stored = idempotency::insert(self.engine.pool(), &refusals).await;
-        let reservations_stored = self.write_reservations(&opened, &closed).await;
-        if let Err(e) = &reservations_stored {
-            tracing::warn!(account = %self.account, error = %e,
-                "open reservation rows not written; the account's next load writes them");
-        }
-        Recorded {
-            outcomes,
-            refusals_stored: refusals_stored.is_ok(),
-        }
-    }
-
-    /// Remembers each outcome under its key, counts it, and answers its caller.
+    /// Remembers each outcome its event holds, counts it, and answers its caller.
     fn answer(&mut self, jobs: Vec<Job>, recorded: Recorded) {
-        for (job, outcome) in jobs.into_iter().zip(recorded.outcomes) {
+        for (job, (outcome, seq)) in jobs.into_iter().zip(recorded.outcomes) {
             let name = job.request.command.name();
             let result = match outcome {
-                Some(Outcome::Refused(_)) if !recorded.refusals_stored => Err(
-                    EngineError::Unavailable("the refusal could not be recorded".into()),
-                ),
                 Some(o) => {
-                    if let Some(key) = &job.request.key {
+                    if let (Some(key), Some(seq)) = (&job.request.key, seq) {
                         self.keys.insert(
                             key.clone(),
                             Remembered {
                                 request_hash: job.request.request_hash.clone(),
                                 outcome: o.clone(),
+                                seq,
                             },
                         );
                     }
@@ -479,47 +482,57 @@ impl Writer {
             };
             let _ = job.reply.send(result);
         }
+        if self.keys.trim(self.engine.index_checkpoint()) {
+            self.index_may_hold = true;
+        }
     }
+}
+
+/// Each job's outcome, from its decision, with the stream seq of the event
+/// that holds it (`None`: nothing to remember under its key).
+fn record(
+    jobs: &[Job],
+    decisions: Vec<Decision>,
+    messages: &[AppendMessage],
+    first_seq: u64,
+) -> Recorded {
+    debug_assert!(messages.is_empty() || first_seq > 0);
+    let mut outcomes: Vec<(Option<Outcome>, Option<u64>)> = Vec::with_capacity(jobs.len());
+    for (i, d) in decisions.into_iter().enumerate() {
+        let outcome = match d {
+            Decision::Accepted { last, mut reply } => {
+                let seq = first_seq + last as u64;
+                reply.stream_seq = seq;
+                (Some(Outcome::Accepted(Arc::new(*reply))), Some(seq))
+            }
+            Decision::Refused { body, recorded } => (
+                Some(Outcome::Refused(body)),
+                recorded.map(|last| first_seq + last as u64),
+            ),
+            Decision::Nothing => (None, None),
+            Decision::SameKeyAs(first) => {
+                let o = outcomes[first].0.clone().map(|o| {
+                    Remembered {
+                        request_hash: jobs[first].request.request_hash.clone(),
+                        outcome: o,
+                        seq: 0,
+                    }
+                    .answer(&jobs[i].request.request_hash)
+                });
+                (o, None)
+            }
+        };
+        outcomes.push(outcome);
+    }
+    Recorded { outcomes }
 }
 
 /// A round's outcomes, in the jobs' order, once recorded.
 struct Recorded {
-    outcomes: Vec<Option<Outcome>>,
-    refusals_stored: bool,
+    outcomes: Vec<(Option<Outcome>, Option<u64>)>,
 }
 
 impl Writer {
-    async fn write_reservations(
-        &self,
-        opened: &[(Id, Timestamp)],
-        closed: &[Id],
-    ) -> anyhow::Result<()> {
-        if opened.is_empty() && closed.is_empty() {
-            return Ok(());
-        }
-        let client = self.engine.pool().get().await?;
-        let ids: Vec<uuid::Uuid> = opened.iter().map(|(id, _)| id.uuid()).collect();
-        let times: Vec<chrono::DateTime<chrono::Utc>> =
-            opened.iter().map(|(_, t)| t.datetime()).collect();
-        let gone: Vec<uuid::Uuid> = closed.iter().map(|id| id.uuid()).collect();
-        client
-            .execute(
-                "WITH ins AS (
-                    INSERT INTO ledger_cmd.open_reservations (account_id, reservation_id, expires_at)
-                    SELECT $1, r, e FROM unnest($2::uuid[], $3::timestamptz[]) AS t(r, e)
-                    ON CONFLICT DO NOTHING)
-                 DELETE FROM ledger_cmd.open_reservations
-                 WHERE account_id = $1 AND reservation_id = ANY($4::uuid[])",
-                &[&self.account.as_str(), &ids, &times, &gone],
-            )
-            .await?;
-        Ok(())
-    }
-
-    fn reply_for(&self, envelope: EventEnvelope, seq: u64) -> CommandReply {
-        reply_from(&self.state, self.engine.catalog(), envelope, seq)
-    }
-
     fn balance_reply(&self) -> Result<BalanceReply, ErrorBody> {
         if !self.state.is_open() {
             return Err(crate::domain::DomainError::UnknownAccount.to_body());
@@ -534,13 +547,28 @@ impl Writer {
     }
 }
 
-fn track_reservation(data: &EventData, opened: &mut Vec<(Id, Timestamp)>, closed: &mut Vec<Id>) {
-    match data {
-        EventData::CreditsReserved(r) => opened.push((r.reservation_id, r.expires_at)),
-        EventData::ReservationCaptured(r) => closed.push(r.reservation_id),
-        EventData::ReservationReleased(r) => closed.push(r.reservation_id),
-        _ => {}
-    }
+/// What an event remembers under its key, with the account's state after
+/// it: a success's reply, or a refusal.
+fn remembered(
+    state: &Account,
+    catalog: &crate::domain::Catalog,
+    envelope: EventEnvelope,
+    seq: u64,
+) -> Option<(IdempotencyKey, Remembered)> {
+    let key = envelope.idempotency_key.clone()?;
+    let request_hash = envelope.request_hash.clone()?;
+    let outcome = match &envelope.body {
+        EventData::CommandRefused(r) => Outcome::Refused(Arc::new(r.to_error())),
+        _ => Outcome::Accepted(Arc::new(reply_from(state, catalog, envelope, seq))),
+    };
+    Some((
+        key,
+        Remembered {
+            request_hash,
+            outcome,
+            seq,
+        },
+    ))
 }
 
 /// Every bucket of the catalog (zero when untouched), plus any other the

@@ -37,13 +37,7 @@ async fn load(client: &async_nats::Client) {
 }
 
 async fn projected(servers: &Servers, client: &async_nats::Client) -> u64 {
-    let head = stream(client)
-        .await
-        .info()
-        .await
-        .unwrap()
-        .state
-        .last_sequence;
+    let head = stream_head(client).await;
     let url = servers.config().ledger.database_url;
     for _ in 0..400 {
         if let Ok((at, _)) = audit::read_models(&url).await {

@@ -1,11 +1,9 @@
 //! Two processes on the same accounts, and nats-server killed under load.
 
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use ledger_schemas::Bucket;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -33,47 +31,15 @@ async fn until_outcome(client: &async_nats::Client, name: &str, body: Value) -> 
     panic!("no outcome for {body}");
 }
 
-/// Services answering `$SRV.PING.ledger`.
-async fn ledger_instances(client: &async_nats::Client) -> usize {
-    let inbox = client.new_inbox();
-    let mut sub = client.subscribe(inbox.clone()).await.unwrap();
-    client
-        .publish_with_reply("$SRV.PING.ledger", inbox, "".into())
-        .await
-        .unwrap();
-    let mut n = 0;
-    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(300), sub.next()).await {
-        n += 1;
-    }
-    n
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_on_the_same_accounts_stay_exact() {
     let servers = Servers::start().await;
-    let config = servers.config();
-    let spawn = || {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_ledger"))
-            .args(["serve", "--role", "command"])
-            .env("LEDGER_NATS_URL", &config.ledger.nats_url)
-            .env("LEDGER_DATABASE_URL", &config.ledger.database_url)
-            .env("LEDGER_HTTP_ADDR", "127.0.0.1:0")
-            .env("LEDGER_ADMIN_TOKEN", ADMIN)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the ledger binary starts")
-    };
-    let (_a, _b) = (spawn(), spawn());
+    let (_a, _b) = (
+        spawn_ledger(&servers, "command", &[]),
+        spawn_ledger(&servers, "command", &[]),
+    );
     let client = servers.client().await;
-    for _ in 0..200 {
-        if ledger_instances(&client).await == 2 {
-            break;
-        }
-    }
-    assert_eq!(ledger_instances(&client).await, 2, "both processes serve");
+    wait_for_instances(&client, 2).await;
     let accounts = ["p1", "p2", "p3"];
     for a in accounts {
         let r = until_outcome(

@@ -1,4 +1,6 @@
-//! Bad input gets the contract's error code and leaves the log unchanged.
+//! Bad input gets the contract's error code and leaves the log unchanged;
+//! a domain refusal on an existing account is remembered as one
+//! `command_refused` event, and nothing else reaches the log.
 
 use serde_json::{Value, json};
 
@@ -278,6 +280,17 @@ async fn bad_inputs_get_their_code_and_change_nothing() {
             "invalid_request",
         ),
     ];
+    let remembered = |code: &str| {
+        [
+            "insufficient_credits",
+            "reservation_not_found",
+            "reservation_closed",
+            "account_exists",
+        ]
+        .contains(&code)
+    };
+    let refusals_expected = cases.iter().filter(|c| remembered(c.3)).count()
+        + http_cases.iter().filter(|c| remembered(c.code)).count();
     for c in http_cases {
         let resp = post(c.path, c.body, c.key, c.token).await.unwrap();
         assert_eq!(resp.status().as_u16(), c.status, "{}", c.what);
@@ -285,10 +298,16 @@ async fn bad_inputs_get_their_code_and_change_nothing() {
         assert_eq!(code(&v), Some(c.code), "{}: {v}", c.what);
     }
 
+    let refusals = log_of(&client, "acme")
+        .await
+        .iter()
+        .filter(|e| matches!(e.body, ledger_schemas::EventData::CommandRefused(_)))
+        .count();
+    assert_eq!(refusals, refusals_expected, "one event per domain refusal");
     assert_eq!(
         stream_len(&client).await,
-        before,
-        "no bad input reached the log"
+        before + refusals_expected as u64,
+        "no other bad input reached the log"
     );
     ledger.stop().await.unwrap();
 }

@@ -6,6 +6,7 @@ mod commands;
 mod faults;
 mod inputs;
 mod intake;
+mod keys;
 mod projections;
 mod store;
 mod support;

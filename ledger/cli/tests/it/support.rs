@@ -69,6 +69,64 @@ impl Servers {
     }
 }
 
+/// A `ledger serve --role ROLE` process of its own against these servers,
+/// with `env` on top (killed on drop).
+pub fn spawn_ledger(servers: &Servers, role: &str, env: &[(&str, &str)]) -> tokio::process::Child {
+    let config = servers.config();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ledger"));
+    command
+        .args(["serve", "--role", role])
+        .env("LEDGER_NATS_URL", &config.ledger.nats_url)
+        .env("LEDGER_DATABASE_URL", &config.ledger.database_url)
+        .env("LEDGER_HTTP_ADDR", "127.0.0.1:0")
+        .env("LEDGER_ADMIN_TOKEN", ADMIN)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.spawn().expect("the ledger binary starts")
+}
+
+/// Runs `ledger ARGS` against these servers to its end.
+pub fn run_ledger(servers: &Servers, args: &[&str]) -> std::process::Output {
+    let config = servers.config();
+    std::process::Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(args)
+        .env("LEDGER_NATS_URL", &config.ledger.nats_url)
+        .env("LEDGER_DATABASE_URL", &config.ledger.database_url)
+        .output()
+        .expect("the ledger binary runs")
+}
+
+/// Services answering `$SRV.PING.ledger`.
+pub async fn ledger_instances(client: &async_nats::Client) -> usize {
+    use futures::StreamExt;
+    let inbox = client.new_inbox();
+    let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+    client
+        .publish_with_reply("$SRV.PING.ledger", inbox, "".into())
+        .await
+        .unwrap();
+    let mut n = 0;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(300), sub.next()).await {
+        n += 1;
+    }
+    n
+}
+
+/// Waits until `n` ledger processes serve commands.
+pub async fn wait_for_instances(client: &async_nats::Client, n: usize) {
+    for _ in 0..200 {
+        if ledger_instances(client).await == n {
+            return;
+        }
+    }
+    panic!("{n} ledger processes never served");
+}
+
 /// Sends command `name` over NATS and returns the JSON reply.
 pub async fn cmd(client: &async_nats::Client, name: &str, body: Value) -> Value {
     let reply = tokio::time::timeout(
@@ -162,6 +220,17 @@ pub fn rules(v: &Verifier) -> Vec<(u64, String, &'static str)> {
         .iter()
         .map(|f| (f.seq, f.subject.clone(), f.rule))
         .collect()
+}
+
+/// The last stream seq of `LEDGER`.
+pub async fn stream_head(client: &async_nats::Client) -> u64 {
+    stream(client)
+        .await
+        .info()
+        .await
+        .unwrap()
+        .state
+        .last_sequence
 }
 
 /// Stream `LEDGER`.

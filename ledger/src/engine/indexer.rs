@@ -1,0 +1,305 @@
+//! The command side's indexer: folds stream `LEDGER` into
+//! `ledger_cmd.key_index` (every idempotency key, the stream seq of the
+//! event holding its outcome, and its request hash) and
+//! `ledger_cmd.open_reservations` (for the expiry sweep), a batch at a time,
+//! with its checkpoint in the same transaction. Nothing on the command path
+//! writes PostgreSQL: a crash anywhere leaves the index behind the log,
+//! never ahead of it or wrong, and account writers stay exact meanwhile by
+//! holding in memory the keys after the checkpoint they loaded with.
+//!
+//! One process at a time indexes (a session advisory lock); the others stand
+//! by. Every process keeps [`Checkpoint`] up to date, so its writers know
+//! which keys they may drop from memory.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::stream::Stream;
+use ledger_projections::projector::Reader;
+use ledger_schemas::{EventData, EventEnvelope};
+use tokio_util::sync::CancellationToken;
+
+/// Events folded in one transaction at most.
+const BATCH_EVENTS_MAX: usize = 5000;
+/// The advisory lock of the one active indexer.
+const INDEXER_LOCK: i64 = 0x4c45_4447_0000_0101;
+/// How often a standby (or an idle leader) reads the checkpoint.
+const REFRESH_EVERY: Duration = Duration::from_millis(250);
+/// Wait after a failure before trying again.
+const RETRY_WAIT: Duration = Duration::from_secs(1);
+
+/// The index checkpoint as this process last saw it: every event up to it is
+/// in the index. Only ever read from the database or set by the indexer
+/// after a commit, so it is never ahead of the index.
+#[derive(Debug, Clone, Default)]
+pub struct Checkpoint(Arc<AtomicU64>);
+
+impl Checkpoint {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn set(&self, seq: u64) {
+        self.0.store(seq, Ordering::Release);
+    }
+}
+
+/// The indexer of one process.
+#[derive(Debug, Clone)]
+pub struct Indexer {
+    /// A connection string for the leader's own connection (it holds the lock).
+    pub database_url: String,
+    pub stream: Stream,
+    pub checkpoint: Checkpoint,
+    /// Whether this process may lead (else it only follows the checkpoint).
+    pub lead: bool,
+}
+
+/// What one batch adds to the index.
+#[derive(Debug, Default)]
+struct Batch {
+    /// (account, key) -> (stream seq, request hash, recorded at); a command's
+    /// several events keep its last.
+    keys: HashMap<(String, String), (i64, String, chrono::DateTime<chrono::Utc>)>,
+    /// Reservations opened (account, id, expires at) and closed (account, id).
+    opened: Vec<(String, uuid::Uuid, chrono::DateTime<chrono::Utc>)>,
+    closed: Vec<(String, uuid::Uuid)>,
+}
+
+impl Batch {
+    fn add(&mut self, seq: u64, e: &EventEnvelope) {
+        if let (Some(key), Some(hash)) = (&e.idempotency_key, &e.request_hash) {
+            let entry = (seq as i64, hash.clone(), e.recorded_at.datetime());
+            let k = (e.account_id.to_string(), key.to_string());
+            match self.keys.get(&k) {
+                Some((earlier, _, _)) if *earlier > seq as i64 => {}
+                _ => {
+                    self.keys.insert(k, entry);
+                }
+            }
+        }
+        let account = e.account_id.to_string();
+        match &e.body {
+            EventData::CreditsReserved(r) => {
+                self.opened
+                    .push((account, r.reservation_id.uuid(), r.expires_at.datetime()));
+            }
+            EventData::ReservationCaptured(r) => {
+                self.closed.push((account, r.reservation_id.uuid()))
+            }
+            EventData::ReservationReleased(r) => {
+                self.closed.push((account, r.reservation_id.uuid()))
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Indexer {
+    /// Runs until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        loop {
+            let result = if self.lead {
+                self.lead(&shutdown).await
+            } else {
+                self.follow(&shutdown).await
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "key indexer interrupted; resuming"
+                    );
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(RETRY_WAIT) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn connect(&self) -> anyhow::Result<(tokio_postgres::Client, AbortOnDrop)> {
+        let (client, conn) =
+            tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls).await?;
+        Ok((
+            client,
+            AbortOnDrop(tokio::spawn(async move {
+                let _ = conn.await;
+            })),
+        ))
+    }
+
+    /// Follows the checkpoint another process's indexer moves.
+    async fn follow(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let (client, _conn) = self.connect().await?;
+        loop {
+            self.checkpoint.set(read_checkpoint(&client).await?);
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(REFRESH_EVERY) => {}
+            }
+        }
+    }
+
+    async fn lead(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let (mut client, _conn) = self.connect().await?;
+        // Stand by, following the leader, until the lock is ours.
+        loop {
+            self.checkpoint.set(read_checkpoint(&client).await?);
+            let locked: bool = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&INDEXER_LOCK])
+                .await?
+                .get(0);
+            if locked {
+                break;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(REFRESH_EVERY) => {}
+            }
+        }
+        let mut position = read_checkpoint(&client).await?;
+        self.checkpoint.set(position);
+        let mut reader = Reader::open(&self.stream, position + 1)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        loop {
+            let batch = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                b = reader.batch(BATCH_EVENTS_MAX) => b,
+            };
+            let batch = batch.ok_or_else(|| anyhow::anyhow!("the event stream ended"))??;
+            let mut fold = Batch::default();
+            let mut last = position;
+            for (seq, payload) in batch.into_iter().filter(|(seq, _)| *seq > position) {
+                last = seq;
+                // A message the ledger cannot read holds no key it wrote (or
+                // one of a newer version, which its writers cannot read
+                // either): skipped, so it never stops the command side.
+                match ledger_projections::fold::decode(seq, &payload) {
+                    Ok(e) => fold.add(seq, &e),
+                    Err(e) => tracing::warn!(seq, error = %e, "key indexer skips a message"),
+                }
+            }
+            if last == position {
+                continue;
+            }
+            let tx = client.transaction().await?;
+            let stored = read_checkpoint_for_update(&tx).await?;
+            if stored != position {
+                // Reset by an operator (a reindex): start over from there.
+                tx.rollback().await?;
+                position = stored;
+                self.checkpoint.set(position);
+                reader = Reader::open(&self.stream, position + 1)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                continue;
+            }
+            write(&tx, &fold).await?;
+            tx.execute(
+                "UPDATE ledger_cmd.key_index_checkpoint SET stream_seq = $1, updated_at = now()",
+                &[&(last as i64)],
+            )
+            .await?;
+            tx.commit().await?;
+            position = last;
+            self.checkpoint.set(position);
+        }
+    }
+}
+
+async fn read_checkpoint(c: &impl tokio_postgres::GenericClient) -> anyhow::Result<u64> {
+    checkpoint_row(c, "SELECT stream_seq FROM ledger_cmd.key_index_checkpoint").await
+}
+
+/// The checkpoint, locked until the transaction ends.
+async fn read_checkpoint_for_update(c: &impl tokio_postgres::GenericClient) -> anyhow::Result<u64> {
+    checkpoint_row(
+        c,
+        "SELECT stream_seq FROM ledger_cmd.key_index_checkpoint FOR UPDATE",
+    )
+    .await
+}
+
+async fn checkpoint_row(c: &impl tokio_postgres::GenericClient, sql: &str) -> anyhow::Result<u64> {
+    Ok(c.query_one(sql, &[]).await?.get::<_, i64>(0) as u64)
+}
+
+async fn write(tx: &tokio_postgres::Transaction<'_>, b: &Batch) -> anyhow::Result<()> {
+    if !b.keys.is_empty() {
+        let mut accounts = Vec::with_capacity(b.keys.len());
+        let mut keys = Vec::with_capacity(b.keys.len());
+        let mut seqs = Vec::with_capacity(b.keys.len());
+        let mut hashes = Vec::with_capacity(b.keys.len());
+        let mut times = Vec::with_capacity(b.keys.len());
+        for ((a, k), (seq, hash, at)) in &b.keys {
+            accounts.push(a.as_str());
+            keys.push(k.as_str());
+            seqs.push(*seq);
+            hashes.push(hash.as_str());
+            times.push(*at);
+        }
+        tx.execute(
+            "INSERT INTO ledger_cmd.key_index (account_id, key, stream_seq, request_hash, recorded_at) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::timestamptz[]) \
+             ON CONFLICT (account_id, key) DO UPDATE \
+             SET stream_seq = greatest(key_index.stream_seq, EXCLUDED.stream_seq)",
+            &[&accounts, &keys, &seqs, &hashes, &times],
+        )
+        .await?;
+    }
+    if !b.opened.is_empty() {
+        let accounts: Vec<&str> = b.opened.iter().map(|(a, _, _)| a.as_str()).collect();
+        let ids: Vec<uuid::Uuid> = b.opened.iter().map(|(_, id, _)| *id).collect();
+        let times: Vec<chrono::DateTime<chrono::Utc>> =
+            b.opened.iter().map(|(_, _, t)| *t).collect();
+        tx.execute(
+            "INSERT INTO ledger_cmd.open_reservations (account_id, reservation_id, expires_at) \
+             SELECT * FROM unnest($1::text[], $2::uuid[], $3::timestamptz[]) \
+             ON CONFLICT DO NOTHING",
+            &[&accounts, &ids, &times],
+        )
+        .await?;
+    }
+    if !b.closed.is_empty() {
+        let accounts: Vec<&str> = b.closed.iter().map(|(a, _)| a.as_str()).collect();
+        let ids: Vec<uuid::Uuid> = b.closed.iter().map(|(_, id)| *id).collect();
+        tx.execute(
+            "DELETE FROM ledger_cmd.open_reservations o \
+             USING unnest($1::text[], $2::uuid[]) AS c(a, r) \
+             WHERE o.account_id = c.a AND o.reservation_id = c.r",
+            &[&accounts, &ids],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Wipes the index and its checkpoint, so the indexer folds the whole log
+/// again (`ledger audit reindex`). Run with the command side stopped: a
+/// running writer may drop keys from memory against the old checkpoint.
+pub async fn reset(pool: &deadpool_postgres::Pool) -> anyhow::Result<()> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.batch_execute(
+        "SELECT 1 FROM ledger_cmd.key_index_checkpoint FOR UPDATE; \
+         TRUNCATE ledger_cmd.key_index, ledger_cmd.open_reservations; \
+         UPDATE ledger_cmd.key_index_checkpoint SET stream_seq = 0, updated_at = now();",
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
