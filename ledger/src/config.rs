@@ -102,6 +102,11 @@ impl Default for RateCardConfig {
 pub struct Limits {
     /// Largest request body accepted over HTTP or NATS.
     pub request_body_bytes_max: usize,
+    /// Items of one `consume_batch` (and usages of one usage batch message).
+    pub batch_items_max: usize,
+    /// Largest `consume_batch` body (`POST /v1/consumptions/batch`, NATS
+    /// `ledger.cmd.consume_batch`); NATS's own `max_payload` caps it too.
+    pub batch_body_bytes_max: usize,
     /// Commands being processed at once; more wait, then get `unavailable`.
     pub commands_in_flight_max: usize,
     /// Commands queued for one account before new ones are refused.
@@ -144,6 +149,8 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             request_body_bytes_max: 64 * 1024,
+            batch_items_max: 1000,
+            batch_body_bytes_max: 1024 * 1024 - 1024,
             commands_in_flight_max: 10_000,
             account_queue_max: 4096,
             account_batch_commands_max: 1000,
@@ -235,6 +242,10 @@ impl Config {
         anyhow::ensure!(
             (1..=50).contains(&l.batches_in_flight_max),
             "limits.batches_in_flight_max must be from 1 to 50 (the server's limit per stream)"
+        );
+        anyhow::ensure!(
+            (1..=10_000).contains(&l.batch_items_max),
+            "limits.batch_items_max must be from 1 to 10000"
         );
         anyhow::ensure!(
             self.idempotency_retention_s >= 24 * 3600,

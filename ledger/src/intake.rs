@@ -6,6 +6,16 @@
 //! when credits are short, `usage_rejected` — exactly once per usage id,
 //! through the ledger's own idempotency (key `usage:<service>:<usage id>`) —
 //! and publishes the outcome on core NATS `ledger.outcome.<service>.<account>`.
+//! A service may also publish up to `batch_items_max` usages as one message
+//! on `ledger.usage_batch.<service>` (`{"usages": [...]}`): each usage is
+//! decided exactly once on its own usage id, the batch is acknowledged once
+//! every outcome is in the log.
+//!
+//! Usages are decided many at a time (up to `usage_ack_pending_max` in
+//! flight), so the account writers group them and the committer appends them
+//! in shared atomic batches. A usage is acknowledged only once its outcome is
+//! in the log; a lost acknowledgement means a redelivery, answered from the
+//! key's remembered outcome.
 //!
 //! A usage that cannot become an event (unparsable, subject and body
 //! disagreeing, unknown account, the same usage id with a different body) is
@@ -39,11 +49,16 @@ pub struct IntakeSettings {
     pub prefix: String,
     pub duplicate_window: Duration,
     pub ack_pending_max: i64,
+    /// Usages in one batch message at most.
+    pub batch_items_max: usize,
 }
 
 impl IntakeSettings {
-    fn usage_subjects(&self) -> String {
-        format!("{}.usage.*.*", self.prefix)
+    fn usage_subjects(&self) -> Vec<String> {
+        vec![
+            format!("{}.usage.*.*", self.prefix),
+            format!("{}.usage_batch.*", self.prefix),
+        ]
     }
 
     fn dead_subject(&self, service: &str) -> String {
@@ -55,7 +70,7 @@ impl IntakeSettings {
 pub async fn ensure_streams(js: &jetstream::Context, s: &IntakeSettings) -> anyhow::Result<()> {
     let usage = stream::Config {
         name: s.stream.clone(),
-        subjects: vec![s.usage_subjects()],
+        subjects: s.usage_subjects(),
         storage: stream::StorageType::File,
         // Each usage is removed once the ledger has recorded its outcome; until
         // then it is kept whatever its age, and a full stream refuses new ones.
@@ -66,7 +81,9 @@ pub async fn ensure_streams(js: &jetstream::Context, s: &IntakeSettings) -> anyh
         deny_purge: true,
         ..Default::default()
     };
-    js.get_or_create_stream(usage).await?;
+    // Updated in place when it exists: a stream made before batch messages
+    // gains their subject.
+    js.create_or_update_stream(usage).await?;
     let dead = stream::Config {
         name: s.dead_stream.clone(),
         subjects: vec![format!("{}.usage_dead.*", s.prefix)],
@@ -166,6 +183,10 @@ async fn handle(
             .intake_lag_seconds
             .set(lag.as_seconds_f64().max(0.0));
     }
+    let batch = format!("{}.usage_batch.", settings.prefix);
+    if message.subject.starts_with(batch.as_str()) {
+        return handle_batch(engine, js, settings, message).await;
+    }
     let result = match to_request(&message, &settings.prefix) {
         Ok(request) => outcome(engine, request, &settings.prefix).await,
         Err(dead) => Ok(Err(dead)),
@@ -176,27 +197,10 @@ async fn handle(
             ack(&message).await;
         }
         Ok(Err(Dead(reason))) => {
-            let service = message.subject.split('.').nth(2).unwrap_or("unknown");
-            let mut headers = HeaderMap::new();
-            headers.insert(DEAD_REASON_HEADER, reason.as_str());
-            headers.insert(DEAD_SUBJECT_HEADER, message.subject.as_str());
-            let stored = match js
-                .publish_with_headers(
-                    settings.dead_subject(service),
-                    headers,
-                    message.payload.clone(),
-                )
-                .await
-            {
-                Ok(ack_future) => ack_future.await.is_ok(),
-                Err(_) => false,
-            };
-            match stored {
-                true => {
-                    tracing::warn!(subject = %message.subject, reason, "usage dead-lettered");
-                    engine.metrics().intake("dead_letter");
-                    ack(&message).await;
-                }
+            let payload = message.payload.clone();
+            let id = msg_id(&message);
+            match dead_letter(engine, js, settings, &message.subject, id, payload, &reason).await {
+                true => ack(&message).await,
                 false => nak(&message).await,
             }
         }
@@ -207,11 +211,124 @@ async fn handle(
     }
 }
 
+/// Copies a usage that cannot become an event to the dead-letter stream,
+/// with the reason; whether it was stored.
+/// `msg_id` de-duplicates a usage dead-lettered again within the dead
+/// stream's duplicate window (a redelivery, or a batch sent twice).
+async fn dead_letter(
+    engine: &Engine,
+    js: &jetstream::Context,
+    settings: &IntakeSettings,
+    subject: &str,
+    msg_id: Option<&str>,
+    payload: bytes::Bytes,
+    reason: &str,
+) -> bool {
+    let service = subject.split('.').nth(2).unwrap_or("unknown");
+    let mut headers = HeaderMap::new();
+    headers.insert(DEAD_REASON_HEADER, reason);
+    headers.insert(DEAD_SUBJECT_HEADER, subject);
+    if let Some(id) = msg_id {
+        headers.insert("Nats-Msg-Id", id);
+    }
+    let stored = match js
+        .publish_with_headers(settings.dead_subject(service), headers, payload)
+        .await
+    {
+        Ok(ack_future) => ack_future.await.is_ok(),
+        Err(_) => false,
+    };
+    if stored {
+        tracing::warn!(subject, reason, "usage dead-lettered");
+        engine.metrics().intake("dead_letter");
+    }
+    stored
+}
+
+/// A batch message: every usage decided at once, each on its own key; the
+/// message is acknowledged once every outcome is in the log (or dead-lettered),
+/// and redelivered whole after a passing failure (the usages already decided
+/// then answer from their keys).
+async fn handle_batch(
+    engine: &Engine,
+    js: &jetstream::Context,
+    settings: &IntakeSettings,
+    message: jetstream::Message,
+) {
+    let subject = message.subject.to_string();
+    let service = subject.rsplit('.').next().unwrap_or_default().to_owned();
+    let batch: UsageBatch = match decode_request(&message.payload) {
+        Ok(b) => b,
+        Err(e) => {
+            let reason = format!("{}: {}", e.error.code.as_str(), e.error.message);
+            let payload = message.payload.clone();
+            let id = msg_id(&message);
+            return match dead_letter(engine, js, settings, &subject, id, payload, &reason).await {
+                true => ack(&message).await,
+                false => nak(&message).await,
+            };
+        }
+    };
+    if batch.usages.is_empty() || batch.usages.len() > settings.batch_items_max {
+        let reason = format!(
+            "invalid_request: a batch holds from 1 to {} usages (batch_items_max), this one {}",
+            settings.batch_items_max,
+            batch.usages.len()
+        );
+        let payload = message.payload.clone();
+        let id = msg_id(&message);
+        return match dead_letter(engine, js, settings, &subject, id, payload, &reason).await {
+            true => ack(&message).await,
+            false => nak(&message).await,
+        };
+    }
+    let results = futures::future::join_all(batch.usages.into_iter().map(|usage| {
+        let service = service.clone();
+        async move {
+            match usage_request(usage.clone(), &service) {
+                Ok(request) => (usage, outcome(engine, request, &settings.prefix).await),
+                Err(dead) => (usage, Ok(Err(dead))),
+            }
+        }
+    }))
+    .await;
+    let mut whole = true;
+    for (usage, result) in results {
+        match result {
+            Ok(Ok(result)) => engine.metrics().intake(result),
+            Ok(Err(Dead(reason))) => {
+                // The one usage goes to the dead letters, as it would alone.
+                let payload = serde_json::to_vec(&usage).expect("usages serialise").into();
+                let own = format!("{}.usage.{}.{}", settings.prefix, service, usage.account_id);
+                let id = format!("batch-usage:{}:{}", usage.service, usage.usage_id);
+                whole &= dead_letter(engine, js, settings, &own, Some(&id), payload, &reason).await;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "a usage of a batch will be retried");
+                whole = false;
+            }
+        }
+    }
+    match whole {
+        true => ack(&message).await,
+        false => nak(&message).await,
+    }
+}
+
+/// The message's own `Nats-Msg-Id`, if it has one.
+fn msg_id(message: &jetstream::Message) -> Option<&str> {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Msg-Id"))
+        .map(|v| v.as_str())
+}
+
 async fn ack(message: &jetstream::Message) {
-    if let Err(e) = message.double_ack().await {
-        // Not acknowledged: redelivered later, and answered from the
-        // idempotency index then.
-        tracing::debug!(error = %e, "usage ack not confirmed");
+    // A plain ack: the outcome is in the log already, so a lost ack only
+    // means a redelivery, answered from the usage's key.
+    if let Err(e) = message.ack().await {
+        tracing::debug!(error = %e, "usage ack not sent");
     }
 }
 
@@ -234,10 +351,21 @@ fn to_request(message: &jetstream::Message, prefix: &str) -> Result<CommandReque
     };
     let usage: UsageMessage = decode_request(&message.payload)
         .map_err(|e| Dead(format!("{}: {}", e.error.code.as_str(), e.error.message)))?;
-    if usage.service.as_str() != service || usage.account_id.as_str() != account {
+    if usage.account_id.as_str() != account {
         return Err(Dead(format!(
             "invalid_request: the subject names {service}/{account}, the body {}/{}",
             usage.service, usage.account_id
+        )));
+    }
+    usage_request(usage, service)
+}
+
+/// The command of one usage, published for `service`.
+fn usage_request(usage: UsageMessage, service: &str) -> Result<CommandRequest, Dead> {
+    if usage.service.as_str() != service {
+        return Err(Dead(format!(
+            "invalid_request: the subject names service {service}, the usage {}",
+            usage.service
         )));
     }
     let hash = ledger_schemas::request_hash(None, &usage);

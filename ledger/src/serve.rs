@@ -248,6 +248,7 @@ pub async fn command(p: &mut Process, config: &Config) -> anyhow::Result<()> {
         prefix: config.subject_prefix.clone(),
         duplicate_window: Duration::from_secs(120),
         ack_pending_max: config.limits.usage_ack_pending_max,
+        batch_items_max: config.limits.batch_items_max,
     };
     let token = p.shutdown.clone();
     let e = engine.clone();

@@ -35,6 +35,29 @@ pub struct ConsumeRequest {
     pub credits: Option<Credits>,
 }
 
+/// `consume_batch`: up to `batch_items_max` (1,000) consume requests, for
+/// any accounts. Each item is decided on its own key and answered in order;
+/// items are independent, not atomic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumeBatchRequest {
+    pub items: Vec<ConsumeRequest>,
+}
+
+/// The reply to `consume_batch`: one result per item, in the items' order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ConsumeBatchReply {
+    pub results: Vec<BatchResult>,
+}
+
+/// One item's outcome: its reply, or its error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum BatchResult {
+    Error(crate::ErrorBody),
+    Reply(Box<CommandReply>),
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrantRequest {

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::command::*;
 use crate::error::ErrorBody;
 use crate::event::{EventEnvelope, EventType};
-use crate::usage::UsageMessage;
+use crate::usage::{UsageBatch, UsageMessage};
 
 fn root<T: JsonSchema>() -> Value {
     SchemaGenerator::new(SchemaSettings::draft2020_12())
@@ -102,6 +102,7 @@ pub fn all() -> Vec<(String, Value)> {
     add("events/envelope.json", root::<EventEnvelope>());
     add("commands/open_account.json", root::<OpenAccountRequest>());
     add("commands/consume.json", root::<ConsumeRequest>());
+    add("commands/consume_batch.json", root::<ConsumeBatchRequest>());
     add("commands/grant.json", root::<GrantRequest>());
     add("commands/reserve.json", root::<ReserveRequest>());
     add("commands/capture.json", root::<CaptureRequest>());
@@ -114,7 +115,12 @@ pub fn all() -> Vec<(String, Value)> {
     add("http/checkout.json", root::<CheckoutRequest>());
     add("replies/command_reply.json", root::<CommandReply>());
     add("replies/balance_reply.json", root::<BalanceReply>());
+    add(
+        "replies/consume_batch_reply.json",
+        root::<ConsumeBatchReply>(),
+    );
     add("usage/usage_message.json", root::<UsageMessage>());
+    add("usage/usage_batch.json", root::<UsageBatch>());
     add("error.json", root::<ErrorBody>());
     files
 }

@@ -29,5 +29,5 @@ pub use event::*;
 pub use hash::request_hash;
 pub use time::Timestamp;
 pub use topup::{TopupProgress, TopupStatus};
-pub use usage::UsageMessage;
+pub use usage::{UsageBatch, UsageMessage};
 pub use values::*;

@@ -24,6 +24,15 @@ pub struct UsageMessage {
     pub attributes: Map<String, Value>,
 }
 
+/// Up to 1,000 usages of one service, for any accounts, as one message on
+/// `ledger.usage_batch.<service>` (`Nats-Msg-Id` = the batch's own id).
+/// Each usage is still decided exactly once on its usage id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageBatch {
+    pub usages: Vec<UsageMessage>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

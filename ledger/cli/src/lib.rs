@@ -126,6 +126,7 @@ mod tests {
             ("get", "/v1/accounts/{id}/balances"),
             ("get", "/v1/accounts/{id}/history"),
             ("post", "/v1/accounts/{id}/consumptions"),
+            ("post", "/v1/consumptions/batch"),
             ("post", "/v1/accounts/{id}/topups"),
             ("post", "/v1/topups/{topup_id}/checkout"),
             ("get", "/v1/topups/{topup_id}"),

@@ -142,7 +142,7 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let body = Bytes::from_request(req, state).await;
-        body_or_error(body, BodyMax::from_ref(state).0).map(Body)
+        body_or_error(body, BodyMax::from_ref(state).0, "request_body_bytes_max").map(Body)
     }
 }
 
@@ -158,7 +158,11 @@ fn authenticate(tokens: &Tokens, headers: &HeaderMap) -> Result<Principal, ApiEr
 }
 
 /// The body, or the contract's error when it is too large or unreadable.
-fn body_or_error(body: Result<Bytes, BytesRejection>, max: usize) -> Result<Bytes, ApiError> {
+fn body_or_error(
+    body: Result<Bytes, BytesRejection>,
+    max: usize,
+    limit: &'static str,
+) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
         let too_large = e.status() == StatusCode::PAYLOAD_TOO_LARGE;
         let message = if too_large {
@@ -167,8 +171,7 @@ fn body_or_error(body: Result<Bytes, BytesRejection>, max: usize) -> Result<Byte
             format!("The request body could not be read: {e}.")
         };
         ApiError(Box::new(
-            ErrorBody::new(ErrorCode::InvalidRequest, message)
-                .with_detail("limit", "request_body_bytes_max"),
+            ErrorBody::new(ErrorCode::InvalidRequest, message).with_detail("limit", limit),
         ))
     })
 }
@@ -228,9 +231,18 @@ async fn execute(
     body: &[u8],
     status: StatusCode,
 ) -> Result<Response, ApiError> {
-    let parsed = parse(name, body, &principal.actor())?;
+    let mut parsed = parse(
+        name,
+        body,
+        &principal.actor(),
+        state.engine.limits().batch_items_max,
+    )?;
     if action != Action::OpenAccount {
-        principal.check(action, Some(parsed.account()))?;
+        match parsed.account() {
+            Some(account) => principal.check(action, Some(account))?,
+            // Each item of a batch is authorised on its own account.
+            None => parsed.authorize_items(|account| principal.check(action, Some(account))),
+        }
     }
     match run(&state.engine, parsed).await {
         Ok(reply) => Ok(json_body(status, reply)),
@@ -307,6 +319,22 @@ async fn consume(
     execute(&state, &principal, name, action, &body, StatusCode::OK).await
 }
 
+/// `POST /v1/consumptions/batch`: the `consume_batch` command, with a body of
+/// up to `batch_body_bytes_max`.
+async fn consume_batch(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body_or_error(
+        body,
+        state.engine.limits().batch_body_bytes_max,
+        "batch_body_bytes_max",
+    )?;
+    let (name, action) = (CommandName::ConsumeBatch, Action::Spend);
+    execute(&state, &principal, name, action, &body, StatusCode::OK).await
+}
+
 /// `POST /v1/commands/{name}`: every NATS command over HTTP, same body and
 /// reply, authorised by the token's role (and accounts, for console tokens).
 async fn command(
@@ -330,6 +358,7 @@ async fn command(
     let action = match name {
         CommandName::OpenAccount => Action::OpenAccount,
         CommandName::Consume
+        | CommandName::ConsumeBatch
         | CommandName::Reserve
         | CommandName::Capture
         | CommandName::Release => Action::Spend,
@@ -384,9 +413,14 @@ pub async fn not_found() -> ApiError {
 
 /// The command routes.
 pub fn command_router(state: AppState) -> Router {
+    let batch_body_max = state.engine.limits().batch_body_bytes_max;
     Router::new()
         .route("/v1/accounts", post(open_account))
         .route("/v1/accounts/{id}/consumptions", post(consume))
+        .route(
+            "/v1/consumptions/batch",
+            post(consume_batch).layer(DefaultBodyLimit::max(batch_body_max)),
+        )
         .route("/v1/commands/{name}", post(command))
         .with_state(state)
 }

@@ -23,13 +23,33 @@ use crate::engine::{CommandRequest, Engine, Outcome};
 pub enum Parsed {
     Command(Box<CommandRequest>),
     Balance(AccountId),
+    /// A batch's items, each parsed on its own (an invalid item is its own
+    /// error, answered in its place).
+    Batch(Vec<Result<Box<CommandRequest>, Arc<ErrorBody>>>),
 }
 
 impl Parsed {
-    pub fn account(&self) -> &AccountId {
+    /// The account of a single request; `None` for a batch, whose items
+    /// each name their own.
+    pub fn account(&self) -> Option<&AccountId> {
         match self {
-            Parsed::Command(c) => &c.account,
-            Parsed::Balance(a) => a,
+            Parsed::Command(c) => Some(&c.account),
+            Parsed::Balance(a) => Some(a),
+            Parsed::Batch(_) => None,
+        }
+    }
+
+    /// Refuses each batch item on an account `allowed` refuses (the other
+    /// items go on: items are independent).
+    pub fn authorize_items(&mut self, allowed: impl Fn(&AccountId) -> Result<(), Box<ErrorBody>>) {
+        if let Parsed::Batch(items) = self {
+            for item in items.iter_mut() {
+                if let Ok(request) = item {
+                    if let Err(e) = allowed(&request.account) {
+                        *item = Err(Arc::from(e));
+                    }
+                }
+            }
         }
     }
 }
@@ -138,9 +158,52 @@ fn keyed<R: KeyedRequest>(
     })))
 }
 
-/// Parses the JSON body of command `name`, sent by `actor`.
-pub fn parse(name: CommandName, body: &[u8], actor: &Actor) -> Result<Parsed, Box<ErrorBody>> {
+/// A batch as it arrives: its items are parsed one by one.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBatch {
+    items: Vec<Box<serde_json::value::RawValue>>,
+}
+
+fn batch(body: &[u8], actor: &Actor, items_max: usize) -> Result<Parsed, Box<ErrorBody>> {
+    let raw: RawBatch = decode_request(body)?;
+    if raw.items.is_empty() || raw.items.len() > items_max {
+        return Err(Box::new(
+            ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "A batch holds from 1 to {items_max} items; this one holds {}.",
+                    raw.items.len()
+                ),
+            )
+            .with_detail("field", "items")
+            .with_detail("limit", "batch_items_max"),
+        ));
+    }
+    let items = raw
+        .items
+        .into_iter()
+        .map(|item| {
+            match keyed::<ConsumeRequest>(CommandName::Consume, item.get().as_bytes(), actor) {
+                Ok(Parsed::Command(c)) => Ok(c),
+                Ok(_) => unreachable!("a consume request parses to a command"),
+                Err(e) => Err(Arc::from(e)),
+            }
+        })
+        .collect();
+    Ok(Parsed::Batch(items))
+}
+
+/// Parses the JSON body of command `name`, sent by `actor`; a batch holds at
+/// most `batch_items_max` items.
+pub fn parse(
+    name: CommandName,
+    body: &[u8],
+    actor: &Actor,
+    batch_items_max: usize,
+) -> Result<Parsed, Box<ErrorBody>> {
     match name {
+        CommandName::ConsumeBatch => batch(body, actor, batch_items_max),
         CommandName::OpenAccount => keyed::<OpenAccountRequest>(name, body, actor),
         CommandName::Consume => keyed::<ConsumeRequest>(name, body, actor),
         CommandName::Reserve => keyed::<ReserveRequest>(name, body, actor),
@@ -165,13 +228,44 @@ pub async fn run(engine: &Engine, parsed: Parsed) -> Result<Vec<u8>, Arc<ErrorBo
             .await
             .map(|b| serde_json::to_vec(&b).expect("replies serialise"))
             .map_err(Arc::new),
-        Parsed::Command(request) => match engine.execute(*request).await {
-            Ok(Outcome::Accepted(reply)) => {
-                Ok(serde_json::to_vec(reply.as_ref()).expect("replies serialise"))
+        Parsed::Command(request) => execute(engine, *request).await,
+        Parsed::Batch(items) => {
+            // Every item at once: the account writers decide them and the
+            // committer appends them across accounts in shared batches.
+            let results = futures::future::join_all(items.into_iter().map(|item| async move {
+                match item {
+                    Ok(request) => execute(engine, *request).await,
+                    Err(e) => Err(e),
+                }
+            }))
+            .await;
+            let mut out = Vec::with_capacity(results.len() * 512);
+            out.extend_from_slice(b"{\"results\":[");
+            for (i, r) in results.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                match r {
+                    Ok(reply) => out.extend_from_slice(&reply),
+                    Err(e) => {
+                        serde_json::to_writer(&mut out, e.as_ref()).expect("errors serialise")
+                    }
+                }
             }
-            Ok(Outcome::Refused(e)) => Err(e),
-            Err(e) => Err(Arc::new(e.to_body())),
-        },
+            out.extend_from_slice(b"]}");
+            Ok(out)
+        }
+    }
+}
+
+/// One command: its reply's JSON, or its refusal.
+async fn execute(engine: &Engine, request: CommandRequest) -> Result<Vec<u8>, Arc<ErrorBody>> {
+    match engine.execute(request).await {
+        Ok(Outcome::Accepted(reply)) => {
+            Ok(serde_json::to_vec(reply.as_ref()).expect("replies serialise"))
+        }
+        Ok(Outcome::Refused(e)) => Err(e),
+        Err(e) => Err(Arc::new(e.to_body())),
     }
 }
 

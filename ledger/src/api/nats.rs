@@ -44,7 +44,6 @@ pub async fn start(client: Client, engine: Engine, prefix: &str) -> anyhow::Resu
         .await
         .map_err(|e| anyhow::anyhow!("starting the NATS service: {e}"))?;
     let group = service.group(format!("{prefix}.cmd"));
-    let body_max = engine.limits().request_body_bytes_max;
     let mut tasks = tokio::task::JoinSet::new();
     for name in CommandName::ALL {
         let mut endpoint = group
@@ -56,7 +55,7 @@ pub async fn start(client: Client, engine: Engine, prefix: &str) -> anyhow::Resu
             while let Some(request) = endpoint.next().await {
                 let engine = engine.clone();
                 tokio::spawn(async move {
-                    let body = handle(&engine, name, &request.message, body_max).await;
+                    let body = handle(&engine, name, &request.message).await;
                     if let Err(e) = request.respond(Ok(body.into())).await {
                         tracing::debug!(error = %e, "reply not sent");
                     }
@@ -68,20 +67,20 @@ pub async fn start(client: Client, engine: Engine, prefix: &str) -> anyhow::Resu
     Ok(Serving { service, tasks })
 }
 
-async fn handle(
-    engine: &Engine,
-    name: CommandName,
-    message: &async_nats::Message,
-    body_max: usize,
-) -> Vec<u8> {
+async fn handle(engine: &Engine, name: CommandName, message: &async_nats::Message) -> Vec<u8> {
     let error = |e: &ErrorBody| serde_json::to_vec(e).expect("errors serialise");
+    let limits = engine.limits();
+    let (body_max, limit) = match name {
+        CommandName::ConsumeBatch => (limits.batch_body_bytes_max, "batch_body_bytes_max"),
+        _ => (limits.request_body_bytes_max, "request_body_bytes_max"),
+    };
     if message.payload.len() > body_max {
         return error(
             &ErrorBody::new(
                 ErrorCode::InvalidRequest,
                 format!("The request is larger than {body_max} bytes."),
             )
-            .with_detail("limit", "request_body_bytes_max"),
+            .with_detail("limit", limit),
         );
     }
     let actor = message
@@ -90,7 +89,7 @@ async fn handle(
         .and_then(|h| h.get(ACTOR_HEADER))
         .and_then(|v| Actor::parse(v.as_str()).ok())
         .unwrap_or_else(|| Actor::parse("service:nats").expect("a valid actor"));
-    let parsed = match parse(name, &message.payload, &actor) {
+    let parsed = match parse(name, &message.payload, &actor, limits.batch_items_max) {
         Ok(p) => p,
         Err(e) => return error(&e),
     };

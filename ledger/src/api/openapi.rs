@@ -134,21 +134,33 @@ pub fn ledger_paths(d: &mut Doc) {
         Some(consume),
         ("200", reply.clone()),
     );
+    let batch = d.schema::<ConsumeBatchRequest>();
+    let batch_reply = d.schema::<ConsumeBatchReply>();
+    d.op(
+        "post",
+        "/v1/consumptions/batch",
+        "Up to batch_items_max consume requests, any accounts, each idempotent on its own key; results in the items' order, independent, not atomic",
+        true,
+        json!([]),
+        Some(batch),
+        ("200", batch_reply.clone()),
+    );
     let commands = json!({"oneOf": [
         d.schema::<OpenAccountRequest>(), d.schema::<ConsumeRequest>(),
         d.schema::<ReserveRequest>(), d.schema::<CaptureRequest>(),
         d.schema::<ReleaseRequest>(), d.schema::<TransferRequest>(),
         d.schema::<GrantRequest>(), d.schema::<AdjustRequest>(),
-        d.schema::<ReverseRequest>(), d.schema::<GetBalanceRequest>()]});
+        d.schema::<ReverseRequest>(), d.schema::<GetBalanceRequest>(),
+        d.schema::<ConsumeBatchRequest>()]});
     let balance = d.schema::<BalanceReply>();
     d.op(
         "post",
         "/v1/commands/{name}",
         "Any NATS command over HTTP, same body and reply",
         true,
-        json!([path_param("name", "open_account, consume, reserve, capture, release, transfer, grant, adjust, reverse or get_balance")]),
+        json!([path_param("name", "open_account, consume, consume_batch, reserve, capture, release, transfer, grant, adjust, reverse or get_balance")]),
         Some(commands),
-        ("200", json!({"oneOf": [reply, balance]})),
+        ("200", json!({"oneOf": [reply, balance, batch_reply]})),
     );
     d.op(
         "get",

@@ -95,10 +95,12 @@ pub enum CommandName {
     Adjust,
     Reverse,
     GetBalance,
+    /// Many `consume` requests, each decided on its own key.
+    ConsumeBatch,
 }
 
 impl CommandName {
-    pub const ALL: [CommandName; 10] = [
+    pub const ALL: [CommandName; 11] = [
         CommandName::OpenAccount,
         CommandName::Consume,
         CommandName::Reserve,
@@ -109,6 +111,7 @@ impl CommandName {
         CommandName::Adjust,
         CommandName::Reverse,
         CommandName::GetBalance,
+        CommandName::ConsumeBatch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -123,6 +126,7 @@ impl CommandName {
             CommandName::Adjust => "adjust",
             CommandName::Reverse => "reverse",
             CommandName::GetBalance => "get_balance",
+            CommandName::ConsumeBatch => "consume_batch",
         }
     }
 }

@@ -2,6 +2,7 @@
 //! `ledger-testkit` (one test binary for the crate).
 
 mod audit;
+mod batches;
 mod commands;
 mod faults;
 mod inputs;
