@@ -45,6 +45,10 @@ struct Args {
     peer_budget: Duration,
     /// How long the projector lag is measured at the offered rate.
     lag_duration: Duration,
+    /// `default` or `always`: run one sync mode only (for profiling).
+    only_mode: Option<String>,
+    /// Skip the peers (for profiling the ledger's own workloads).
+    no_peers: bool,
 }
 
 fn args() -> Args {
@@ -57,6 +61,8 @@ fn args() -> Args {
         in_flight_per_client: 16,
         peer_budget: Duration::from_secs(20),
         lag_duration: Duration::from_secs(10),
+        only_mode: None,
+        no_peers: false,
     };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -68,11 +74,17 @@ fn args() -> Args {
             "--clients" => a.clients = value().expect("--clients N"),
             "--raw-messages" => a.raw_messages = value().expect("--raw-messages N"),
             "--batches-in-flight" => a.batches_in_flight = value(),
+            "--mode" => a.only_mode = argv.get(i + 1).cloned(),
             "--peer-seconds" => {
                 a.peer_budget = Duration::from_secs(value().expect("--peer-seconds N") as u64)
             }
             "--in-flight-per-client" => {
                 a.in_flight_per_client = value().expect("--in-flight-per-client N")
+            }
+            "--no-peers" => {
+                a.no_peers = true;
+                i += 1;
+                continue;
             }
             "--quick" => {
                 a.accounts = 200;
@@ -247,8 +259,7 @@ async fn consumptions(
                         .request("ledger.cmd.consume", body.to_string().into())
                         .await
                         .expect("a reply");
-                    let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
-                    assert!(v.get("error").is_none(), "{v}");
+                    assert_no_error(&r.payload);
                     t.elapsed()
                 });
                 if pending.len() >= in_flight {
@@ -262,6 +273,138 @@ async fn consumptions(
         }));
     }
     gather_latencies(tasks, started).await
+}
+
+/// Sends `commands` consumptions as `consume_batch` requests of `per_batch`
+/// items over `accounts`, from `clients` clients with `in_flight` batches
+/// each; returns (items/s, sorted batch latencies).
+async fn batched_consumptions(
+    client: &async_nats::Client,
+    accounts: &[String],
+    commands: usize,
+    per_batch: usize,
+    clients: usize,
+    in_flight: usize,
+) -> (f64, Vec<Duration>) {
+    let batches_per_client = commands / per_batch / clients;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let client = client.clone();
+        let accounts = accounts.to_vec();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(batches_per_client);
+            let mut pending = FuturesUnordered::new();
+            for b in 0..batches_per_client {
+                let items: Vec<serde_json::Value> = (0..per_batch)
+                    .map(|i| {
+                        let n = (c * batches_per_client + b) * per_batch + i;
+                        json!({"idempotency_key": format!("batch-{n}"),
+                            "account_id": accounts[n % accounts.len()],
+                            "service": "sms", "quantity": 1, "credits": "0.01"})
+                    })
+                    .collect();
+                let body = json!({ "items": items }).to_string();
+                let client = client.clone();
+                pending.push(async move {
+                    let t = Instant::now();
+                    let r = client
+                        .request("ledger.cmd.consume_batch", body.into())
+                        .await
+                        .expect("a reply");
+                    assert!(r.payload.starts_with(b"{\"results\":["));
+                    assert_no_error(&r.payload);
+                    t.elapsed()
+                });
+                if pending.len() >= in_flight {
+                    lat.push(pending.next().await.unwrap());
+                }
+            }
+            while let Some(l) = pending.next().await {
+                lat.push(l);
+            }
+            lat
+        }));
+    }
+    let (batches_per_s, lat) = gather_latencies(tasks, started).await;
+    (batches_per_s * per_batch as f64, lat)
+}
+
+/// The committer's mean batch size and mean append time so far, from the
+/// ledger's own metrics.
+async fn batch_metrics(addr: std::net::SocketAddr) -> String {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let batches = value("ledger_batch_messages_count");
+    format!(
+        "{batches} batches, {:.1} messages each, {:.2} ms per append",
+        value("ledger_batch_messages_sum") / batches.max(1.0),
+        1000.0 * value("ledger_append_seconds_sum") / value("ledger_append_seconds_count").max(1.0)
+    )
+}
+
+/// Checks a reply holds no error object, without parsing it (the clients
+/// share the bench process with the ledger: their cost is kept small).
+fn assert_no_error(reply: &[u8]) {
+    const ERROR: &[u8] = b"{\"error\":{\"code\"";
+    if reply.windows(ERROR.len()).any(|w| w == ERROR) {
+        panic!("{}", String::from_utf8_lossy(reply));
+    }
+}
+
+/// One request at a time from one client: consume latencies, sorted.
+async fn one_at_a_time(client: &async_nats::Client, account: &str, n: usize) -> Vec<Duration> {
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n {
+        let body = json!({"idempotency_key": format!("solo-{i}"), "account_id": account,
+            "service": "sms", "quantity": 1, "credits": "0.01"});
+        let t = Instant::now();
+        let r = client
+            .request("ledger.cmd.consume", body.to_string().into())
+            .await
+            .expect("a reply");
+        lat.push(t.elapsed());
+        let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+        assert!(v.get("error").is_none(), "{v}");
+    }
+    lat.sort();
+    lat
+}
+
+/// One durable publish at a time, each awaiting its ack: latencies, sorted.
+async fn raw_round_trips(nats: &NatsServer, n: usize) -> Vec<Duration> {
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "RAWRT".into(),
+        subjects: vec!["rawrt.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        js.publish(format!("rawrt.acct.a{}", i % 100), body(i))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    lat
 }
 
 /// Every client's latencies, sorted, and the commands/s since `started`.
@@ -684,6 +827,57 @@ async fn intake(client: &async_nats::Client, accounts: &[String], n: usize) -> f
     n as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Publishes `n` usages as batch messages of `per_batch` (pipelined) over
+/// `accounts` and waits for every outcome; usages/s.
+async fn intake_batches(
+    client: &async_nats::Client,
+    accounts: &[String],
+    n: usize,
+    per_batch: usize,
+) -> f64 {
+    let js = async_nats::jetstream::new(client.clone());
+    let mut outcomes = client.subscribe("ledger.outcome.>").await.unwrap();
+    let started = Instant::now();
+    let publisher = {
+        let accounts = accounts.to_vec();
+        tokio::spawn(async move {
+            let mut acks = AckWindow::default();
+            for b in 0..n / per_batch {
+                let usages: Vec<serde_json::Value> = (0..per_batch)
+                    .map(|i| {
+                        let k = b * per_batch + i;
+                        json!({"usage_id": format!("ub-{k}"),
+                            "account_id": accounts[k % accounts.len()], "service": "sms",
+                            "quantity": 1, "credits": null,
+                            "occurred_at": "2026-11-21T10:00:00.000Z", "attributes": {}})
+                    })
+                    .collect();
+                let id = format!("usage-batch-{b}");
+                let mut h = async_nats::HeaderMap::new();
+                h.insert("Nats-Msg-Id", id.as_str());
+                let body = json!({ "usages": usages }).to_string();
+                let f = js
+                    .publish_with_headers("ledger.usage_batch.sms", h, body.into())
+                    .await
+                    .unwrap();
+                acks.push(f).await;
+            }
+            acks.drain().await;
+        })
+    };
+    let total = n / per_batch * per_batch;
+    let mut seen = 0;
+    while seen < total {
+        tokio::time::timeout(Duration::from_secs(60), outcomes.next())
+            .await
+            .expect("outcomes keep coming")
+            .unwrap();
+        seen += 1;
+    }
+    publisher.await.unwrap();
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
 /// Reads the whole stream with an ordered consumer; events/s.
 async fn ordered_replay(stream: &async_nats::jetstream::stream::Stream) -> (u64, f64) {
     use async_nats::jetstream::consumer::pull;
@@ -870,6 +1064,19 @@ async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Ro
     };
     rows.push(raw("raw pipelined publish", pipelined));
     rows.push(raw("raw atomic batches of 1000", batches));
+    let solo_n = (a.commands / 20).clamp(200, 2000);
+    let raw_rt = raw_round_trips(&nats, solo_n).await;
+    rows.push(Row {
+        mode: name,
+        workload: "raw durable publish round trip, 1 in flight".into(),
+        ops: raw_rt.len(),
+        per_s: raw_rt.len() as f64 / raw_rt.iter().sum::<Duration>().as_secs_f64(),
+        p50_ms: Some(percentile(&raw_rt, 0.5)),
+        p99_ms: Some(percentile(&raw_rt, 0.99)),
+        limit: None,
+        ratio_to_limit: None,
+        ratio_to_peers: BTreeMap::new(),
+    });
 
     let mut config = Config {
         nats_url: nats.url(),
@@ -907,6 +1114,7 @@ async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Ro
             &hot,
         ),
     ] {
+        phase(&workload);
         let (rate, lat) = consumptions(
             &client,
             set,
@@ -916,13 +1124,18 @@ async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Ro
             tag,
         )
         .await;
-        let peers = [
-            (PG_PEER, pg_peer(&pg, set, a.commands, a.clients, tag).await),
-            (
-                CQRS_PEER,
-                cqrs_peer_run(&pg, set, a.commands, a.clients, a.peer_budget).await,
-            ),
-        ];
+        let mut peers = Vec::new();
+        if !a.no_peers {
+            phase(&format!("{PG_PEER}: {tag}"));
+            peers.push((PG_PEER, pg_peer(&pg, set, a.commands, a.clients, tag).await));
+            phase(&format!("{CQRS_PEER}: {tag}"));
+            let cqrs = cqrs_peer_run(&pg, set, a.commands, a.clients, a.peer_budget).await;
+            peers.push((CQRS_PEER, cqrs));
+        }
+        eprintln!(
+            "bench metrics after {workload}: {}",
+            batch_metrics(running.http_addr).await
+        );
         rows.push(Row {
             mode: name,
             workload: workload.clone(),
@@ -954,6 +1167,38 @@ async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Ro
             });
         }
     }
+    // Batches of 100 commands, against raw atomic batches of 1000.
+    phase("consume_batch of 100");
+    let (rate, lat) =
+        batched_consumptions(&client, &accounts, a.commands, 100, a.clients.min(16), 4).await;
+    rows.push(Row {
+        mode: name,
+        workload: format!("consume_batch of 100, {} accounts (items/s)", a.accounts),
+        ops: lat.len() * 100,
+        per_s: rate,
+        p50_ms: Some(percentile(&lat, 0.5)),
+        p99_ms: Some(percentile(&lat, 0.99)),
+        limit: Some("raw atomic batches of 1000"),
+        ratio_to_limit: Some(rate / batches),
+        ratio_to_peers: BTreeMap::new(),
+    });
+    // One client, one request at a time: latency against a raw round trip.
+    let solo = vec!["solo".to_owned()];
+    fund(&client, &solo).await;
+    phase("consume, 1 client, 1 in flight");
+    let lat = one_at_a_time(&client, &solo[0], solo_n).await;
+    rows.push(Row {
+        mode: name,
+        workload: "consume, 1 client, 1 in flight (p99 ratio)".into(),
+        ops: lat.len(),
+        per_s: lat.len() as f64 / lat.iter().sum::<Duration>().as_secs_f64(),
+        p50_ms: Some(percentile(&lat, 0.5)),
+        p99_ms: Some(percentile(&lat, 0.99)),
+        limit: Some("raw durable publish round trip p99"),
+        ratio_to_limit: Some(percentile(&lat, 0.99) / percentile(&raw_rt, 0.99)),
+        ratio_to_peers: BTreeMap::new(),
+    });
+    phase("usage intake, pipelined");
     let rate = intake(&client, &accounts, a.commands).await;
     let intake_rate = rate;
     rows.push(Row {
@@ -963,11 +1208,27 @@ async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Ro
         per_s: rate,
         p50_ms: None,
         p99_ms: None,
-        limit: Some(limit_name),
-        ratio_to_limit: Some(rate / limit),
+        limit: Some("raw pipelined publish"),
+        ratio_to_limit: Some(rate / pipelined),
         ratio_to_peers: BTreeMap::new(),
     });
     let _ = intake_rate;
+    phase("usage intake, batch messages of 100");
+    let rate = intake_batches(&client, &accounts, a.commands, 100).await;
+    rows.push(Row {
+        mode: name,
+        workload: format!(
+            "usage intake, batch messages of 100, {} accounts",
+            a.accounts
+        ),
+        ops: a.commands,
+        per_s: rate,
+        p50_ms: None,
+        p99_ms: None,
+        limit: Some("raw atomic batches of 1000"),
+        ratio_to_limit: Some(rate / batches),
+        ratio_to_peers: BTreeMap::new(),
+    });
     running.stop().await.unwrap();
 
     // Projector lag at a fixed offered rate, with the projections running.
@@ -979,6 +1240,7 @@ async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Ro
             .await
             .unwrap()
     };
+    phase("projector lag");
     let (achieved, lags) = projector_lag(&client, &pg.url(), &accounts, a.lag_duration).await;
     running.stop().await.unwrap();
     rows.push(Row {
@@ -1057,12 +1319,30 @@ async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Ro
     ));
 }
 
+/// The same allocator as the `ledger` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Marks the start of a workload on stderr, with the time, so a profile
+/// sampled alongside can be cut by workload.
+fn phase(name: &str) {
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    eprintln!("bench phase {:.3} {name}", at.as_secs_f64());
+}
+
 #[tokio::main]
 async fn main() {
     let a = args();
     let mut rows = Vec::new();
-    mode("default sync", false, &a, &mut rows).await;
-    mode("sync always", true, &a, &mut rows).await;
+    let run = |m: &str| a.only_mode.as_deref().is_none_or(|only| only == m);
+    if run("default") {
+        mode("default sync", false, &a, &mut rows).await;
+    }
+    if run("always") {
+        mode("sync always", true, &a, &mut rows).await;
+    }
     println!(
         "{:<13} {:<56} {:>8} {:>10} {:>8} {:>8}  ratio to limit; to peer",
         "mode", "workload", "ops", "per s", "p50 ms", "p99 ms"
