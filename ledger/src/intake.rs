@@ -409,9 +409,9 @@ async fn outcome(
                 }
             };
             let subject = format!("{prefix}.outcome.{service}.{account}");
-            let body = serde_json::to_vec(&reply.event).expect("events serialise");
+            let body = reply.event_json();
             // Core NATS: a missed outcome is still in the log and the read models.
-            let _ = engine.store().client().publish(subject, body.into()).await;
+            let _ = engine.store().client().publish(subject, body).await;
             Ok(Ok(match reply.event.body {
                 EventData::UsageRejected(_) => "rejected",
                 _ => "consumed",

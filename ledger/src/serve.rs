@@ -226,8 +226,10 @@ impl Process {
 /// The command role: commands over NATS and HTTP, the usage intake, the
 /// key indexer, and reservation expiry with idempotency-key retention.
 pub async fn command(p: &mut Process, config: &Config) -> anyhow::Result<()> {
+    let appends = connect_nats(&config.nats_url).await?;
     let engine = Engine::new(
         p.store.clone(),
+        appends,
         p.pool.clone(),
         config.catalog()?,
         config.limits.clone(),

@@ -183,6 +183,47 @@ pub struct CommandReply {
     pub reservation_id: Option<Id>,
     /// The stream sequence of the event: read models at or past it reflect it.
     pub stream_seq: u64,
+    /// The event's JSON exactly as stored, when the ledger has it at hand:
+    /// [`CommandReply::to_json`] writes these bytes rather than serialising
+    /// the event a second time. Not part of the wire form.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub event_json: Option<bytes::Bytes>,
+}
+
+impl CommandReply {
+    /// The reply's JSON: the same bytes as serde writes, reusing the stored
+    /// event's JSON when it is at hand.
+    pub fn to_json(&self) -> Vec<u8> {
+        let Some(event) = &self.event_json else {
+            return serde_json::to_vec(self).expect("replies serialise");
+        };
+        let mut out = Vec::with_capacity(event.len() + 256);
+        out.extend_from_slice(b"{\"event\":");
+        out.extend_from_slice(event);
+        out.extend_from_slice(b",\"balances\":");
+        serde_json::to_writer(&mut out, &self.balances).expect("balances serialise");
+        out.extend_from_slice(b",\"reserved\":");
+        serde_json::to_writer(&mut out, &self.reserved).expect("reservations serialise");
+        if let Some(id) = &self.reservation_id {
+            out.extend_from_slice(b",\"reservation_id\":");
+            serde_json::to_writer(&mut out, id).expect("ids serialise");
+        }
+        out.extend_from_slice(b",\"stream_seq\":");
+        out.extend_from_slice(self.stream_seq.to_string().as_bytes());
+        out.push(b'}');
+        out
+    }
+
+    /// The event's JSON as stored (or serialised, when not at hand).
+    pub fn event_json(&self) -> bytes::Bytes {
+        match &self.event_json {
+            Some(e) => e.clone(),
+            None => serde_json::to_vec(&self.event)
+                .expect("events serialise")
+                .into(),
+        }
+    }
 }
 
 /// The reply to `get_balance`.
@@ -237,6 +278,42 @@ fn strip_position(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reply_written_from_the_stored_event_is_what_serde_writes() {
+        let event: EventEnvelope = serde_json::from_value(serde_json::json!({
+            "event_id": "01930000-0000-7000-8000-000000000001", "type": "credits_reserved",
+            "schema_version": 1, "account_id": "acme",
+            "occurred_at": "2026-11-21T10:00:00.000Z", "recorded_at": "2026-11-21T10:00:00.000Z",
+            "idempotency_key": "k\"quoted\"", "actor": "service:sms",
+            "data": {"reservation_id": "01930000-0000-7000-8000-000000000002", "service": "sms",
+                     "credits": "1.5", "drawn": [{"bucket": "general", "credits": "1.5"}],
+                     "expires_at": "2026-11-21T10:10:00.000Z"},
+            "postings": [{"debit": "customer:acme:general", "credit": "platform:reserved:sms",
+                          "amount": "1.5"}]}))
+        .unwrap();
+        let mut reply = CommandReply {
+            event: event.clone(),
+            balances: [(Bucket::general(), SignedCredits::ZERO)].into(),
+            reserved: [(
+                Service::parse("sms").unwrap(),
+                Credits::parse("1.5").unwrap(),
+            )]
+            .into(),
+            reservation_id: Some(Id::parse("01930000-0000-7000-8000-000000000002").unwrap()),
+            stream_seq: 42,
+            event_json: None,
+        };
+        let by_serde = serde_json::to_vec(&reply).unwrap();
+        assert_eq!(reply.to_json(), by_serde);
+        reply.event_json = Some(serde_json::to_vec(&event).unwrap().into());
+        assert_eq!(reply.to_json(), by_serde);
+        reply.reservation_id = None;
+        reply.event_json = None;
+        let by_serde = serde_json::to_vec(&reply).unwrap();
+        reply.event_json = Some(serde_json::to_vec(&event).unwrap().into());
+        assert_eq!(reply.to_json(), by_serde);
+    }
 
     #[test]
     fn consume_request_decodes() {

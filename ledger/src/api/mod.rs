@@ -261,9 +261,7 @@ pub async fn run(engine: &Engine, parsed: Parsed) -> Result<Vec<u8>, Arc<ErrorBo
 /// One command: its reply's JSON, or its refusal.
 async fn execute(engine: &Engine, request: CommandRequest) -> Result<Vec<u8>, Arc<ErrorBody>> {
     match engine.execute(request).await {
-        Ok(Outcome::Accepted(reply)) => {
-            Ok(serde_json::to_vec(reply.as_ref()).expect("replies serialise"))
-        }
+        Ok(Outcome::Accepted(reply)) => Ok(reply.to_json()),
         Ok(Outcome::Refused(e)) => Err(e),
         Err(e) => Err(Arc::new(e.to_body())),
     }

@@ -17,8 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::stream::Stream;
+use ledger_projections::fold::SCHEMA_VERSIONS;
 use ledger_projections::projector::Reader;
-use ledger_schemas::{EventData, EventEnvelope};
+use ledger_schemas::{AccountId, EventType, Id, Timestamp};
 use tokio_util::sync::CancellationToken;
 
 /// Events folded in one transaction at most.
@@ -68,32 +69,67 @@ struct Batch {
     closed: Vec<(String, uuid::Uuid)>,
 }
 
+/// The fields of an event the index needs; serde skips the rest (the
+/// indexer reads every event the command side writes, so it reads little).
+#[derive(serde::Deserialize)]
+struct Indexable {
+    #[serde(default)]
+    schema_version: u32,
+    #[serde(rename = "type")]
+    kind: String,
+    account_id: AccountId,
+    recorded_at: Timestamp,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    request_hash: Option<String>,
+    #[serde(default)]
+    data: Option<Box<serde_json::value::RawValue>>,
+}
+
+/// A reservation's id, and when it expires (opened ones).
+#[derive(serde::Deserialize)]
+struct ReservationFields {
+    reservation_id: Id,
+    #[serde(default)]
+    expires_at: Option<Timestamp>,
+}
+
 impl Batch {
-    fn add(&mut self, seq: u64, e: &EventEnvelope) {
-        if let (Some(key), Some(hash)) = (&e.idempotency_key, &e.request_hash) {
-            let entry = (seq as i64, hash.clone(), e.recorded_at.datetime());
-            let k = (e.account_id.to_string(), key.to_string());
+    /// Adds one event; an error when it is not one the ledger can read.
+    fn add(&mut self, seq: u64, payload: &[u8]) -> Result<(), String> {
+        let e: Indexable = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+        if !SCHEMA_VERSIONS.contains(&e.schema_version) {
+            return Err(format!("schema_version {}", e.schema_version));
+        }
+        let account = e.account_id.to_string();
+        if let (Some(key), Some(hash)) = (e.idempotency_key, e.request_hash) {
+            let k = (account.clone(), key);
             match self.keys.get(&k) {
                 Some((earlier, _, _)) if *earlier > seq as i64 => {}
                 _ => {
-                    self.keys.insert(k, entry);
+                    self.keys
+                        .insert(k, (seq as i64, hash, e.recorded_at.datetime()));
                 }
             }
         }
-        let account = e.account_id.to_string();
-        match &e.body {
-            EventData::CreditsReserved(r) => {
-                self.opened
-                    .push((account, r.reservation_id.uuid(), r.expires_at.datetime()));
+        let opens = e.kind == EventType::CreditsReserved.as_str();
+        let closes = e.kind == EventType::ReservationCaptured.as_str()
+            || e.kind == EventType::ReservationReleased.as_str();
+        if opens || closes {
+            let data = e.data.ok_or("a reservation event without data")?;
+            let r: ReservationFields =
+                serde_json::from_str(data.get()).map_err(|e| e.to_string())?;
+            match (opens, r.expires_at) {
+                (true, Some(at)) => {
+                    self.opened
+                        .push((account, r.reservation_id.uuid(), at.datetime()));
+                }
+                (true, None) => return Err("a reservation without expires_at".into()),
+                (false, _) => self.closed.push((account, r.reservation_id.uuid())),
             }
-            EventData::ReservationCaptured(r) => {
-                self.closed.push((account, r.reservation_id.uuid()))
-            }
-            EventData::ReservationReleased(r) => {
-                self.closed.push((account, r.reservation_id.uuid()))
-            }
-            _ => {}
         }
+        Ok(())
     }
 }
 
@@ -180,9 +216,8 @@ impl Indexer {
                 // A message the ledger cannot read holds no key it wrote (or
                 // one of a newer version, which its writers cannot read
                 // either): skipped, so it never stops the command side.
-                match ledger_projections::fold::decode(seq, &payload) {
-                    Ok(e) => fold.add(seq, &e),
-                    Err(e) => tracing::warn!(seq, error = %e, "key indexer skips a message"),
+                if let Err(e) = fold.add(seq, &payload) {
+                    tracing::warn!(seq, error = %e, "key indexer skips a message");
                 }
             }
             if last == position {

@@ -157,15 +157,20 @@ impl std::fmt::Debug for Engine {
 const IN_FLIGHT_WAIT: Duration = Duration::from_secs(2);
 
 impl Engine {
+    /// `appends` is the NATS connection the committer appends on: a
+    /// connection of its own keeps the batches' round trips from queueing
+    /// behind the command requests and replies on the store's connection
+    /// (each connection has one task reading and writing it).
     pub fn new(
         store: EventStore,
+        appends: async_nats::Client,
         pool: Pool,
         catalog: Catalog,
         limits: Limits,
         metrics: Arc<Metrics>,
     ) -> Self {
         let committer = Committer::spawn(
-            store.client().clone(),
+            appends,
             limits.group_commit,
             limits.batch_messages_max,
             limits.batches_in_flight_max,

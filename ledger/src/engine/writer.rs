@@ -360,18 +360,23 @@ impl Writer {
                 let (message, next) = AppendMessage::chained(&self.subject, &envelope, chain);
                 chain = next;
                 work.evolve(&envelope.body);
+                last_envelope = Some((envelope, message.payload.clone()));
                 messages.push(message);
-                last_envelope = Some(envelope);
             }
             decisions.push(match (refused, last_envelope) {
                 (Some(body), _) => Decision::Refused {
                     body,
                     recorded: Some(messages.len() - 1),
                 },
-                (None, Some(envelope)) => Decision::Accepted {
-                    last: messages.len() - 1,
-                    reply: Box::new(reply_from(&work, self.engine.catalog(), envelope, 0)),
-                },
+                (None, Some((envelope, json))) => {
+                    let mut reply = reply_from(&work, self.engine.catalog(), envelope, 0);
+                    // The reply reuses the event's stored bytes.
+                    reply.event_json = Some(json);
+                    Decision::Accepted {
+                        last: messages.len() - 1,
+                        reply: Box::new(reply),
+                    }
+                }
                 (None, None) => Decision::Nothing,
             });
         }
@@ -607,6 +612,7 @@ fn reply_from(
         reserved,
         reservation_id,
         stream_seq,
+        event_json: None,
     }
 }
 
