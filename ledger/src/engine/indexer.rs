@@ -28,6 +28,9 @@ const BATCH_EVENTS_MAX: usize = 5000;
 const INDEXER_LOCK: i64 = 0x4c45_4447_0000_0101;
 /// How often a standby (or an idle leader) reads the checkpoint.
 const REFRESH_EVERY: Duration = Duration::from_millis(250);
+/// The shortest time between two commits of the index (its lag, at most,
+/// when the log is quiet; memory covers the keys meanwhile).
+const COMMIT_INTERVAL_MIN: Duration = Duration::from_millis(25);
 /// Wait after a failure before trying again.
 const RETRY_WAIT: Duration = Duration::from_secs(1);
 
@@ -203,11 +206,20 @@ impl Indexer {
         let mut reader = Reader::open(&self.stream, position + 1)
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
+        let mut last_commit = tokio::time::Instant::now();
         loop {
+            // At most one commit per COMMIT_INTERVAL_MIN: under light traffic
+            // each event would otherwise cost PostgreSQL a commit (an fsync)
+            // of its own, beside the command path's own fsyncs.
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep_until(last_commit + COMMIT_INTERVAL_MIN) => {}
+            }
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 b = reader.batch(BATCH_EVENTS_MAX) => b,
             };
+            last_commit = tokio::time::Instant::now();
             let batch = batch.ok_or_else(|| anyhow::anyhow!("the event stream ended"))??;
             let mut fold = Batch::default();
             let mut last = position;
