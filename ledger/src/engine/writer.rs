@@ -214,13 +214,22 @@ impl Writer {
                 }
             }
         }
+        // Fail closed: a key the index holds but the log does not show is
+        // never decided a second time.
+        if found.len() != seqs.len() {
+            return Err(EngineError::Corrupt(format!(
+                "the index holds {} key(s) of account {} whose events are not on its subject",
+                seqs.len() - found.len(),
+                self.account
+            )));
+        }
         Ok(found)
     }
 
     async fn process(&mut self, mut jobs: Vec<Job>) {
         // A key missing from memory may be in the index, when the account
         // has keyed events at or below the checkpoint it loaded with.
-        let unknown: Vec<IdempotencyKey> = if self.index_may_hold {
+        let mut unknown: Vec<IdempotencyKey> = if self.index_may_hold {
             jobs.iter()
                 .filter_map(|j| j.request.key.as_ref())
                 .filter(|k| self.keys.get(k).is_none())
@@ -229,6 +238,8 @@ impl Writer {
         } else {
             Vec::new()
         };
+        unknown.sort();
+        unknown.dedup();
         if !unknown.is_empty() {
             let found = match self
                 .engine

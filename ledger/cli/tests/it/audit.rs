@@ -208,11 +208,7 @@ async fn a_read_model_changed_by_hand_is_found() {
     load(&client).await;
     projected(&servers, &client).await;
     running.stop().await.unwrap();
-    let (db, conn) =
-        tokio_postgres::connect(&servers.config().ledger.database_url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let db = servers.db().await;
     db.execute(
         "UPDATE ledger.service_balances SET balance = balance + 1 \
          WHERE account_id = 'aud2' AND bucket = 'general'",

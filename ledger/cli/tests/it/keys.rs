@@ -11,11 +11,7 @@ use crate::support::*;
 
 /// The key index's checkpoint.
 async fn index_checkpoint(servers: &Servers) -> u64 {
-    let (db, conn) =
-        tokio_postgres::connect(&servers.config().ledger.database_url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let db = servers.db().await;
     let row = db
         .query_one(
             "SELECT stream_seq FROM ledger_cmd.key_index_checkpoint",
@@ -127,6 +123,13 @@ async fn a_crash_before_the_index_catches_up_loses_no_key() {
     let balance = general(&client).await;
     assert_eq!(balance, rust_decimal::Decimal::from(19));
     retry_old_keys(&client, &first, balance).await;
+    // The same old key twice at once (one writer round, one index lookup).
+    let (a, b) = tokio::join!(
+        cmd(&client, "consume", spend("old-5", "1")),
+        cmd(&client, "consume", spend("old-5", "1"))
+    );
+    assert_eq!(a["event"], first[5]["event"], "{a}");
+    assert_eq!(b["event"], first[5]["event"], "{b}");
     assert_eq!(consumed(&log_of(&client, "keys").await), 81);
     // The same key with another request is a conflict, not a new effect.
     let other = cmd(&client, "consume", spend("old-3", "2")).await;
@@ -251,5 +254,20 @@ async fn a_refusal_is_remembered_across_restarts_processes_and_a_rebuilt_index()
         "{:?}",
         audit.findings
     );
+
+    // An index entry the log does not back (a hand-edited row): the key is
+    // refused as an internal error, never decided as new.
+    let db = servers.db().await;
+    db.execute(
+        "INSERT INTO ledger_cmd.key_index VALUES ('keys', 'forged', 999999, 'x', now())",
+        &[],
+    )
+    .await
+    .unwrap();
+    let balance = general(&client).await;
+    let r = cmd(&client, "consume", spend("forged", "0.1")).await;
+    assert_eq!(code(&r), Some("internal"), "{r}");
+    assert_eq!(general(&client).await, balance);
+    drop(db);
     ledger.stop().await.unwrap();
 }

@@ -64,6 +64,16 @@ impl Servers {
             .expect("the command side starts")
     }
 
+    /// A connection to the ledger's database, as the ledger's role.
+    pub async fn db(&self) -> tokio_postgres::Client {
+        let (db, conn) =
+            tokio_postgres::connect(&self.config().ledger.database_url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        db
+    }
+
     pub async fn client(&self) -> async_nats::Client {
         async_nats::connect(self.nats.url()).await.unwrap()
     }
