@@ -167,6 +167,17 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configuration_loads_both_parts() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/ledger.example.toml");
+        let s = Settings::load(Some(&path)).expect("the example is valid");
+        assert_eq!(s.ledger.limits.batch_items_max, 1000);
+        assert!(s.ledger.key_indexer);
+        assert_eq!(s.gateway.fx_usd_inr.as_deref(), Some("83.12"));
+        assert_eq!(s.gateway.reconcile_first_s, 30);
+        assert!(s.gateway.razorpay_base_url.is_none());
+    }
+
+    #[test]
     fn settings_print_both_parts_with_secrets_hidden() {
         let mut s = Settings::default();
         s.ledger.admin_token = Some(ledger::config::Secret::new("s3cret-admin"));
