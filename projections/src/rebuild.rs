@@ -114,8 +114,9 @@ pub async fn rebuild(
     })
 }
 
-/// Folds events `after + 1 ..= until` into `tables`, in transactions of
-/// [`REBUILD_BATCH_EVENTS_MAX`] (or all inside the caller's transaction).
+/// Folds the events after `after` up to `until` into `tables`. Decoding
+/// runs ahead on a task of its own, a batch at a time, while the previous
+/// batch is folded and written.
 async fn fold_range(
     c: &mut impl Transactional,
     stream: &Stream,
@@ -125,34 +126,73 @@ async fn fold_range(
     until: u64,
     progress: &mut impl FnMut(u64, u64),
 ) -> anyhow::Result<u64> {
-    let mut reader = crate::projector::Reader::open(stream, after + 1)
+    let reader = crate::projector::Reader::open(stream, after + 1)
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
-    let mut batch: Vec<(u64, EventEnvelope)> = Vec::with_capacity(REBUILD_BATCH_EVENTS_MAX);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    let decoding = tokio::spawn(decode_ahead(reader, after, until, tx));
     let mut done = 0u64;
-    let mut seq = after;
-    while seq < until {
-        let (next, payload) = reader
-            .next()
-            .await
-            .context("the event stream ended during the rebuild")??;
-        seq = next;
-        if seq > until {
-            break;
-        }
-        batch.push((seq, fold::decode(seq, &payload)?));
-        if batch.len() >= REBUILD_BATCH_EVENTS_MAX || seq >= until {
-            c.apply(state, tables, &batch).await?;
-            done += batch.len() as u64;
-            batch.clear();
-            progress(seq, until);
-        }
+    while let Some(batch) = rx.recv().await {
+        let batch: Vec<(u64, EventEnvelope)> = batch?;
+        let Some(&(last, _)) = batch.last() else {
+            continue;
+        };
+        c.apply(state, tables, &batch).await?;
+        done += batch.len() as u64;
+        progress(last, until);
     }
+    decoding.await?;
     Ok(done)
 }
 
-/// A client that can fold a batch: a plain client (a transaction per batch)
-/// or an open transaction (everything inside it).
+/// Reads and decodes the events after `after` up to `until`, sending them
+/// in batches of at most [`REBUILD_BATCH_EVENTS_MAX`]; the first error ends it.
+async fn decode_ahead(
+    mut reader: crate::projector::Reader,
+    after: u64,
+    until: u64,
+    tx: tokio::sync::mpsc::Sender<anyhow::Result<Vec<(u64, EventEnvelope)>>>,
+) {
+    let mut batch = Vec::with_capacity(REBUILD_BATCH_EVENTS_MAX);
+    let mut seq = after;
+    while seq < until {
+        let next = match reader.next().await {
+            Some(Ok(n)) => n,
+            Some(Err(e)) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+            None => {
+                let _ = tx
+                    .send(Err(anyhow::anyhow!(
+                        "the event stream ended during the rebuild"
+                    )))
+                    .await;
+                return;
+            }
+        };
+        seq = next.0;
+        if seq > until {
+            break;
+        }
+        match fold::decode(seq, &next.1) {
+            Ok(e) => batch.push((seq, e)),
+            Err(e) => {
+                let _ = tx.send(Err(e.into())).await;
+                return;
+            }
+        }
+        if batch.len() >= REBUILD_BATCH_EVENTS_MAX
+            && tx.send(Ok(std::mem::take(&mut batch))).await.is_err()
+        {
+            return;
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.send(Ok(batch)).await;
+    }
+}
+
 trait Transactional {
     async fn apply(
         &mut self,
