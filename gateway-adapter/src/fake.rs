@@ -94,7 +94,7 @@ struct Books {
 }
 
 impl Books {
-    /// Razorpay-shaped ids: a prefix and 14 characters.
+    /// Razorpay-shaped ids: a prefix and 14 characters, never repeated.
     fn id(&mut self, prefix: &str) -> String {
         self.next += 1;
         let digits = format!("{:014}", self.next);
@@ -170,8 +170,18 @@ fn now() -> i64 {
 
 impl Fake {
     pub fn new(key_id: &str, key_secret: &str) -> Self {
+        // Ids start from the clock, so a restarted fake never hands out an
+        // id an earlier run did (Razorpay's ids never repeat, and a ledger's
+        // database outlives the fake's books).
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let books = Books {
+            next: (since_epoch.as_millis() % 100_000_000_000) as u64 * 1000,
+            ..Books::default()
+        };
         Self {
-            books: Arc::default(),
+            books: Arc::new(Mutex::new(books)),
             key_id: key_id.to_owned(),
             key_secret: key_secret.to_owned(),
             lost_delay: Duration::from_secs(5),
@@ -815,4 +825,22 @@ async fn set_mode(State(f): State<Fake>, body: Json<WebhookMode>) -> StatusCode 
 /// Test control: every delivery attempt so far.
 async fn deliveries(State(f): State<Fake>) -> Json<Vec<Delivery>> {
     Json(f.books.lock().expect("books").deliveries.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restarted_fake_never_repeats_an_id() {
+        let first = Fake::new("k", "s").books.lock().unwrap().id("order");
+        std::thread::sleep(Duration::from_millis(2));
+        let again = Fake::new("k", "s").books.lock().unwrap().id("order");
+        assert_ne!(first, again);
+        for id in [&first, &again] {
+            let tail = id.strip_prefix("order_").unwrap();
+            assert_eq!(tail.len(), 14, "{id}");
+            assert!(tail.bytes().all(|b| b.is_ascii_uppercase()), "{id}");
+        }
+    }
 }
