@@ -8,13 +8,12 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use deadpool_postgres::Pool;
 use ledger::api::auth::{Action, Tokens};
 use ledger::api::http::{
     AccountPath, ApiError, Body, BodyMax, Caller, idempotency_key, path_segment,
 };
 use ledger_schemas::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::error::GatewayError;
 use crate::service::{Gateway, Hints};
@@ -159,7 +158,7 @@ async fn webhook(
             rule: "razorpay_webhook",
         }
     })?;
-    if !claim(state.gateway.pool(), &event_id, &hook.event).await? {
+    if !claim(&state.gateway, &event_id, &hook.event).await? {
         state.gateway.metrics().webhook("duplicate");
         return Ok(axum::Json(json!({"status": "duplicate"})).into_response());
     }
@@ -183,8 +182,8 @@ async fn webhook(
 /// Claims a webhook delivery: `true` for a new event, or a repeat whose
 /// first delivery was claimed long ago and never finished (the process
 /// died); `false` for a repeat only to acknowledge.
-async fn claim(pool: &Pool, event_id: &str, event: &str) -> Result<bool, GatewayError> {
-    let conn = pool.get().await.map_err(GatewayError::unavailable)?;
+async fn claim(gateway: &Gateway, event_id: &str, event: &str) -> Result<bool, GatewayError> {
+    let conn = gateway.conn().await?;
     let row = conn
         .query_one(
             "INSERT INTO ledger_cmd.webhook_events (event_id, event) VALUES ($1, $2) \
@@ -234,11 +233,7 @@ async fn process(gateway: &Gateway, event_id: &str, hook: &Webhook) -> Result<()
             }
         }
     };
-    let conn = gateway
-        .pool()
-        .get()
-        .await
-        .map_err(GatewayError::unavailable)?;
+    let conn = gateway.conn().await?;
     conn.execute(
         "UPDATE ledger_cmd.webhook_events SET processed_at = now(), topup_id = $2, outcome = $3 \
          WHERE event_id = $1",
@@ -263,12 +258,4 @@ pub fn router(state: GatewayState) -> Router {
         .route("/v1/topups/{id}/checkout", post(checkout))
         .route("/v1/webhooks/razorpay", post(webhook))
         .with_state(state)
-}
-
-/// A top-up's read-model row, when the projector has written it.
-pub(crate) async fn projected_row(pool: &Pool, id: Id) -> Result<Option<Value>, GatewayError> {
-    let client = pool.get().await.map_err(GatewayError::unavailable)?;
-    ledger_projections::query::topup(&**client, id.uuid())
-        .await
-        .map_err(|e| GatewayError::unavailable(format!("the read models: {e}")))
 }

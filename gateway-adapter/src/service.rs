@@ -199,6 +199,15 @@ impl Gateway {
         &self.inner.pool
     }
 
+    /// A pooled connection, or `unavailable`.
+    pub async fn conn(&self) -> Result<deadpool_postgres::Object, GatewayError> {
+        self.inner
+            .pool
+            .get()
+            .await
+            .map_err(GatewayError::unavailable)
+    }
+
     pub fn metrics(&self) -> &GatewayMetrics {
         &self.inner.metrics
     }
@@ -565,12 +574,7 @@ impl Gateway {
     ) -> Result<(Id, bool), GatewayError> {
         let hash = request_hash(None, request);
         let fresh = Id::new_v7();
-        let conn = self
-            .inner
-            .pool
-            .get()
-            .await
-            .map_err(GatewayError::unavailable)?;
+        let conn = self.conn().await?;
         let row = conn
             .query_one(
                 "INSERT INTO ledger_cmd.topup_keys (account_id, key, request_hash, topup_id) \
@@ -686,7 +690,10 @@ impl Gateway {
 
     /// The top-up's read-model row, once the projector has written it.
     pub async fn projected(&self, id: Id) -> Result<Option<Value>, GatewayError> {
-        crate::http::projected_row(&self.inner.pool, id).await
+        let client = self.conn().await?;
+        ledger_projections::query::topup(&**client, id.uuid())
+            .await
+            .map_err(|e| GatewayError::unavailable(format!("the read models: {e}")))
     }
 
     /// The top-up as its read-model row will show it, from its own log (for
@@ -749,12 +756,7 @@ impl Gateway {
             .due_after(0)
             .unwrap_or_default();
         let next = now.datetime() + chrono::Duration::from_std(first).unwrap_or_default();
-        let conn = self
-            .inner
-            .pool
-            .get()
-            .await
-            .map_err(GatewayError::unavailable)?;
+        let conn = self.conn().await?;
         conn.execute(
             "INSERT INTO ledger_cmd.topup_polls (topup_id, account_id, created_at, next_poll_at) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (topup_id) DO NOTHING",
@@ -766,12 +768,7 @@ impl Gateway {
     }
 
     async fn set_order(&self, id: Id, order_id: &str) -> Result<(), GatewayError> {
-        let conn = self
-            .inner
-            .pool
-            .get()
-            .await
-            .map_err(GatewayError::unavailable)?;
+        let conn = self.conn().await?;
         conn.execute(
             "UPDATE ledger_cmd.topup_polls SET order_id = $2, updated_at = now() \
              WHERE topup_id = $1",
@@ -784,12 +781,7 @@ impl Gateway {
 
     /// The top-up of a Razorpay order.
     pub async fn topup_of_order(&self, order_id: &str) -> Result<Option<Id>, GatewayError> {
-        let conn = self
-            .inner
-            .pool
-            .get()
-            .await
-            .map_err(GatewayError::unavailable)?;
+        let conn = self.conn().await?;
         let row = conn
             .query_opt(
                 "SELECT topup_id FROM ledger_cmd.topup_polls WHERE order_id = $1",
@@ -802,12 +794,7 @@ impl Gateway {
 
     /// Looks at a top-up again soon (a webhook could not be processed).
     pub async fn poll_soon(&self, id: Id) -> Result<(), GatewayError> {
-        let conn = self
-            .inner
-            .pool
-            .get()
-            .await
-            .map_err(GatewayError::unavailable)?;
+        let conn = self.conn().await?;
         conn.execute(
             "UPDATE ledger_cmd.topup_polls SET next_poll_at = now() + $2 * interval '1 second', \
              updated_at = now() WHERE topup_id = $1",

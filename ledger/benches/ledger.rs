@@ -227,38 +227,38 @@ async fn raw_batches(nats: &NatsServer, n: usize, accounts: usize) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-/// Sends `commands` consumptions from `clients` concurrent clients, spread
-/// over `accounts`; returns (commands/s, sorted latencies).
-async fn consumptions(
+/// `clients` concurrent clients, each sending `per_client` requests to
+/// `subject` with `in_flight` awaiting replies (one connection's worth);
+/// `body(c, i)` is client c's i-th request. Returns (requests/s, sorted
+/// latencies). Every reply must start with `reply_starts` and hold no error.
+async fn closed_loop(
     client: &async_nats::Client,
-    accounts: &[String],
-    commands: usize,
+    subject: &'static str,
+    reply_starts: &'static [u8],
     clients: usize,
+    per_client: usize,
     in_flight: usize,
-    tag: &str,
+    body: impl Fn(usize, usize) -> String + Send + Sync + 'static,
 ) -> (f64, Vec<Duration>) {
-    let per_client = commands / clients;
+    let body = Arc::new(body);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
         let client = client.clone();
-        let accounts = accounts.to_vec();
-        let tag = tag.to_owned();
+        let body = body.clone();
         tasks.push(tokio::spawn(async move {
-            // One connection's worth of requests, `in_flight` awaiting replies.
             let mut lat = Vec::with_capacity(per_client);
             let mut pending = FuturesUnordered::new();
             for i in 0..per_client {
-                let account = &accounts[(c * per_client + i) % accounts.len()];
-                let body = json!({"idempotency_key": format!("{tag}-{c}-{i}"), "account_id": account,
-                    "service": "sms", "quantity": 1, "credits": "0.01"});
+                let request = body(c, i);
                 let client = client.clone();
                 pending.push(async move {
                     let t = Instant::now();
                     let r = client
-                        .request("ledger.cmd.consume", body.to_string().into())
+                        .request(subject, request.into())
                         .await
                         .expect("a reply");
+                    assert!(r.payload.starts_with(reply_starts));
                     assert_no_error(&r.payload);
                     t.elapsed()
                 });
@@ -275,6 +275,35 @@ async fn consumptions(
     gather_latencies(tasks, started).await
 }
 
+/// Sends `commands` consumptions from `clients` concurrent clients, spread
+/// over `accounts`; returns (commands/s, sorted latencies).
+async fn consumptions(
+    client: &async_nats::Client,
+    accounts: &[String],
+    commands: usize,
+    clients: usize,
+    in_flight: usize,
+    tag: &str,
+) -> (f64, Vec<Duration>) {
+    let per_client = commands / clients;
+    let (accounts, tag) = (accounts.to_vec(), tag.to_owned());
+    closed_loop(
+        client,
+        "ledger.cmd.consume",
+        b"{\"event\":",
+        clients,
+        per_client,
+        in_flight,
+        move |c, i| {
+            let account = &accounts[(c * per_client + i) % accounts.len()];
+            json!({"idempotency_key": format!("{tag}-{c}-{i}"), "account_id": account,
+            "service": "sms", "quantity": 1, "credits": "0.01"})
+            .to_string()
+        },
+    )
+    .await
+}
+
 /// Sends `commands` consumptions as `consume_batch` requests of `per_batch`
 /// items over `accounts`, from `clients` clients with `in_flight` batches
 /// each; returns (items/s, sorted batch latencies).
@@ -286,47 +315,28 @@ async fn batched_consumptions(
     clients: usize,
     in_flight: usize,
 ) -> (f64, Vec<Duration>) {
-    let batches_per_client = commands / per_batch / clients;
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let client = client.clone();
-        let accounts = accounts.to_vec();
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(batches_per_client);
-            let mut pending = FuturesUnordered::new();
-            for b in 0..batches_per_client {
-                let items: Vec<serde_json::Value> = (0..per_batch)
-                    .map(|i| {
-                        let n = (c * batches_per_client + b) * per_batch + i;
-                        json!({"idempotency_key": format!("batch-{n}"),
-                            "account_id": accounts[n % accounts.len()],
-                            "service": "sms", "quantity": 1, "credits": "0.01"})
-                    })
-                    .collect();
-                let body = json!({ "items": items }).to_string();
-                let client = client.clone();
-                pending.push(async move {
-                    let t = Instant::now();
-                    let r = client
-                        .request("ledger.cmd.consume_batch", body.into())
-                        .await
-                        .expect("a reply");
-                    assert!(r.payload.starts_with(b"{\"results\":["));
-                    assert_no_error(&r.payload);
-                    t.elapsed()
-                });
-                if pending.len() >= in_flight {
-                    lat.push(pending.next().await.unwrap());
-                }
-            }
-            while let Some(l) = pending.next().await {
-                lat.push(l);
-            }
-            lat
-        }));
-    }
-    let (batches_per_s, lat) = gather_latencies(tasks, started).await;
+    let per_client = commands / per_batch / clients;
+    let accounts = accounts.to_vec();
+    let (batches_per_s, lat) = closed_loop(
+        client,
+        "ledger.cmd.consume_batch",
+        b"{\"results\":[",
+        clients,
+        per_client,
+        in_flight,
+        move |c, b| {
+            let items: Vec<serde_json::Value> = (0..per_batch)
+                .map(|i| {
+                    let n = (c * per_client + b) * per_batch + i;
+                    json!({"idempotency_key": format!("batch-{n}"),
+                    "account_id": accounts[n % accounts.len()],
+                    "service": "sms", "quantity": 1, "credits": "0.01"})
+                })
+                .collect();
+            json!({ "items": items }).to_string()
+        },
+    )
+    .await;
     (batches_per_s * per_batch as f64, lat)
 }
 

@@ -20,6 +20,39 @@ mod embedded {
 /// Connections a pool holds at most.
 pub const POOL_CONNECTIONS_MAX: usize = 16;
 
+/// A connection of its own, outside the pool: a session advisory lock taken
+/// on it lasts exactly as long as it. The connection closes when the guard
+/// drops.
+pub async fn own_connection(
+    url: &str,
+) -> Result<(tokio_postgres::Client, ConnectionGuard), tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok((client, ConnectionGuard(task)))
+}
+
+/// Ends an [`own_connection`] when dropped.
+#[derive(Debug)]
+pub struct ConnectionGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Takes the session advisory lock `key` when no other session holds it.
+pub async fn try_advisory_lock(
+    c: &tokio_postgres::Client,
+    key: i64,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(c.query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+        .await?
+        .get(0))
+}
+
 /// A pool for `url` (a `postgres://` URL or a `key=value` string).
 pub fn pool(url: &str) -> anyhow::Result<Pool> {
     let config: tokio_postgres::Config = url.parse()?;

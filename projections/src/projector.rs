@@ -249,20 +249,10 @@ impl Projector {
     }
 
     async fn lead(&self, shutdown: &CancellationToken) -> Result<(), Stop> {
-        let (mut client, conn) =
-            tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls).await?;
         // The connection (and with it the advisory lock) lives as long as this run.
-        let conn_task = tokio::spawn(conn);
-        let _closer = AbortOnDrop(conn_task);
+        let (mut client, _connection) = db::own_connection(&self.database_url).await?;
         loop {
-            let locked: bool = client
-                .query_one(
-                    "SELECT pg_try_advisory_lock($1)",
-                    &[&self.projection.lock_key()],
-                )
-                .await?
-                .get(0);
-            if locked {
+            if db::try_advisory_lock(&client, self.projection.lock_key()).await? {
                 break;
             }
             tokio::select! {

@@ -242,7 +242,7 @@ pub fn decide(
 /// `reservation_not_found`, `reservation_closed`, `account_exists`). A
 /// request that fails validation, or names an unknown account, gets `None`:
 /// no outcome is saved, so a corrected retry is decided afresh.
-pub fn refusal(command: &Command, error: &DomainError) -> Option<NewEvent> {
+pub fn refusal(command: &Command, error: &DomainError) -> Option<CommandRefused> {
     if !error.is_remembered() {
         return None;
     }
@@ -257,14 +257,11 @@ pub fn refusal(command: &Command, error: &DomainError) -> Option<NewEvent> {
         }
         _ => {}
     }
-    Some(NewEvent {
-        data: EventData::CommandRefused(CommandRefused {
-            command: command.name().to_owned(),
-            code: body.error.code,
-            message: body.error.message,
-            details: body.error.details,
-        }),
-        postings: Vec::new(),
+    Some(CommandRefused {
+        command: command.name().to_owned(),
+        code: body.error.code,
+        message: body.error.message,
+        details: body.error.details,
     })
 }
 

@@ -793,11 +793,12 @@ fn domain_refusals_are_remembered_and_invalid_requests_are_not() {
     let account = Account::replay(acct(), &[opened(), granted("general", "1")]);
     let too_much = consume("email", 1, Some("5"));
     let e = decide(&account, &too_much, &ctx).unwrap_err();
-    let remembered = refusal(&too_much, &e).expect("a domain refusal is remembered");
-    assert!(remembered.postings.is_empty(), "a refusal moves nothing");
-    let EventData::CommandRefused(r) = &remembered.data else {
-        panic!("{:?}", remembered.data)
-    };
+    let r = refusal(&too_much, &e).expect("a domain refusal is remembered");
+    let remembered = EventData::CommandRefused(r.clone());
+    assert!(
+        postings_for(account.id(), &remembered).is_empty(),
+        "a refusal moves nothing"
+    );
     assert_eq!(r.command, "consume");
     assert_eq!(r.code, ErrorCode::InsufficientCredits);
     assert_eq!(r.details["credits_available"], "1");
@@ -805,7 +806,7 @@ fn domain_refusals_are_remembered_and_invalid_requests_are_not() {
     assert_eq!(r.to_error().code(), ErrorCode::InsufficientCredits);
     // The state is untouched by it.
     let mut after = account.clone();
-    after.evolve(&remembered.data);
+    after.evolve(&remembered);
     assert_eq!(after.balance(&b("general")), account.balance(&b("general")));
 
     let missing = Command::Release {

@@ -79,14 +79,6 @@ impl KeyCache {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
     /// Drops the oldest entries past the bound whose events the index holds
     /// (stream seq at most `indexed`); whether any went.
     pub fn trim(&mut self, indexed: u64) -> bool {

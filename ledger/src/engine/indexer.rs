@@ -161,15 +161,13 @@ impl Indexer {
         }
     }
 
-    async fn connect(&self) -> anyhow::Result<(tokio_postgres::Client, AbortOnDrop)> {
-        let (client, conn) =
-            tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls).await?;
-        Ok((
-            client,
-            AbortOnDrop(tokio::spawn(async move {
-                let _ = conn.await;
-            })),
-        ))
+    async fn connect(
+        &self,
+    ) -> anyhow::Result<(
+        tokio_postgres::Client,
+        ledger_projections::db::ConnectionGuard,
+    )> {
+        Ok(ledger_projections::db::own_connection(&self.database_url).await?)
     }
 
     /// Follows the checkpoint another process's indexer moves.
@@ -189,11 +187,7 @@ impl Indexer {
         // Stand by, following the leader, until the lock is ours.
         loop {
             self.checkpoint.set(read_checkpoint(&client).await?);
-            let locked: bool = client
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&INDEXER_LOCK])
-                .await?
-                .get(0);
-            if locked {
+            if ledger_projections::db::try_advisory_lock(&client, INDEXER_LOCK).await? {
                 break;
             }
             tokio::select! {
@@ -341,12 +335,4 @@ pub async fn reset(pool: &deadpool_postgres::Pool) -> anyhow::Result<()> {
     .await?;
     tx.commit().await?;
     Ok(())
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

@@ -73,22 +73,6 @@ impl Outcome {
     pub fn is_refusal(&self) -> bool {
         matches!(self, Outcome::Refused(_))
     }
-
-    pub fn to_json(&self) -> String {
-        match self {
-            Outcome::Accepted(r) => serde_json::to_string(r.as_ref()),
-            Outcome::Refused(e) => serde_json::to_string(e.as_ref()),
-        }
-        .expect("replies serialise")
-    }
-
-    pub fn from_json(text: &str, refused: bool) -> anyhow::Result<Self> {
-        Ok(if refused {
-            Outcome::Refused(Arc::new(serde_json::from_str(text)?))
-        } else {
-            Outcome::Accepted(Arc::new(serde_json::from_str(text)?))
-        })
-    }
 }
 
 /// Why a command got no outcome. Every variant is safe to retry.

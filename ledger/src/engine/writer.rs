@@ -348,10 +348,12 @@ impl Writer {
                         .and_then(|_| refusal(&job.request.command, &e));
                     match remembered {
                         // The caller hears what the event remembers.
-                        Some(event) => {
-                            let body = match &event.data {
-                                EventData::CommandRefused(r) => Arc::new(r.to_error()),
-                                _ => Arc::new(e.to_body()),
+                        Some(refused) => {
+                            let body = Arc::new(refused.to_error());
+                            let data = EventData::CommandRefused(refused);
+                            let event = crate::domain::NewEvent {
+                                postings: crate::domain::postings_for(&self.account, &data),
+                                data,
                             };
                             (vec![event], Some(body))
                         }

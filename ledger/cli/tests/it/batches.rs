@@ -109,16 +109,6 @@ async fn a_batch_answers_each_item_once_in_order_whole_or_in_part() {
     ledger.stop().await.unwrap();
 }
 
-async fn publish(js: &async_nats::jetstream::Context, msg_id: &str, subject: &str, body: Value) {
-    let mut h = async_nats::HeaderMap::new();
-    h.insert("Nats-Msg-Id", msg_id);
-    js.publish_with_headers(subject.to_owned(), h, body.to_string().into())
-        .await
-        .unwrap()
-        .await
-        .expect("durably accepted");
-}
-
 fn usage(id: &str, account: &str, service: &str) -> Value {
     json!({"usage_id": id, "account_id": account, "service": service, "quantity": 1,
            "credits": "0.5", "occurred_at": "2026-11-21T10:00:00.000Z", "attributes": {}})

@@ -2,21 +2,10 @@
 
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::support::*;
-
-async fn publish(js: &async_nats::jetstream::Context, msg_id: &str, subject: &str, body: String) {
-    let mut h = HeaderMap::new();
-    h.insert("Nats-Msg-Id", msg_id);
-    js.publish_with_headers(subject.to_owned(), h, body.into())
-        .await
-        .unwrap()
-        .await
-        .expect("durably accepted");
-}
 
 fn usage(id: &str, account: &str, quantity: u64) -> String {
     json!({"usage_id": id, "account_id": account, "service": "sms", "quantity": quantity,
@@ -45,7 +34,7 @@ async fn each_usage_is_consumed_once_and_bad_ones_are_dead_lettered() {
     )
     .await;
     // Garbage, then a subject/body mismatch: recorded, never blocking.
-    publish(&js, "junk", "ledger.usage.sms.acme", "{not json".into()).await;
+    publish(&js, "junk", "ledger.usage.sms.acme", "{not json").await;
     publish(
         &js,
         "mismatch",

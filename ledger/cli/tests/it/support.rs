@@ -137,6 +137,23 @@ pub async fn wait_for_instances(client: &async_nats::Client, n: usize) {
     panic!("{n} ledger processes never served");
 }
 
+/// Publishes onto JetStream with `Nats-Msg-Id` = `msg_id` and waits until
+/// it is durably accepted.
+pub async fn publish(
+    js: &async_nats::jetstream::Context,
+    msg_id: &str,
+    subject: &str,
+    body: impl ToString,
+) {
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Nats-Msg-Id", msg_id);
+    js.publish_with_headers(subject.to_owned(), h, body.to_string().into())
+        .await
+        .unwrap()
+        .await
+        .expect("durably accepted");
+}
+
 /// Sends command `name` over NATS and returns the JSON reply.
 pub async fn cmd(client: &async_nats::Client, name: &str, body: Value) -> Value {
     let reply = tokio::time::timeout(
