@@ -238,11 +238,15 @@ impl Gateway {
             }
             other => GatewayError::unavailable(other),
         })?;
-        let Some(last) = events.last() else {
+        // Messages the ledger did not write are skipped: the next append
+        // expects the subject's last sequence and chains from the last
+        // genuine event.
+        let Some(last) = events.events.last() else {
             return Ok(None);
         };
-        let (last_seq, chain, updated_at) = (last.seq, last.chain, last.envelope.recorded_at);
-        let topup = Topup::from_events(events.iter().map(|e| &e.envelope))
+        let (last_seq, chain, updated_at) =
+            (events.last_seq, events.chain, last.envelope.recorded_at);
+        let topup = Topup::from_events(events.events.iter().map(|e| &e.envelope))
             .map_err(GatewayError::internal)?
             .ok_or_else(|| GatewayError::internal("an empty top-up log"))?;
         Ok(Some(Loaded {

@@ -54,6 +54,8 @@ pub struct Metrics {
     pub reservations_expired: Counter,
     /// Events in the stream a projector has not applied yet.
     pub projection_lag: Family<ProjectionLabels, Gauge>,
+    /// Messages on `LEDGER` the ledger did not write, skipped by every reader.
+    pub quarantined: Gauge,
 }
 
 impl Default for Metrics {
@@ -71,6 +73,7 @@ impl Default for Metrics {
             intake_lag_seconds: Gauge::default(),
             reservations_expired: Counter::default(),
             projection_lag: Family::default(),
+            quarantined: Gauge::default(),
         };
         {
             let mut r = m.registry.lock().expect("metrics registry");
@@ -123,6 +126,11 @@ impl Default for Metrics {
                 "projection_lag_events",
                 "Events in stream LEDGER a projector has not applied yet",
                 m.projection_lag.clone(),
+            );
+            r.register(
+                "quarantined_messages",
+                "Messages on stream LEDGER the ledger did not write (ledger.quarantine), skipped by every reader",
+                m.quarantined.clone(),
             );
             r.register(
                 "reservations_expired",

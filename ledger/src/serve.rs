@@ -162,10 +162,17 @@ impl Process {
                         return Err("NATS is not connected".to_owned());
                     }
                     let conn = pool.get().await.map_err(|e| format!("PostgreSQL: {e}"))?;
-                    conn.simple_query("SELECT 1")
+                    let rows = ledger_projections::query::checkpoints(&**conn)
                         .await
                         .map_err(|e| format!("PostgreSQL: {e}"))?;
-                    Ok(())
+                    Ok(rows
+                        .into_iter()
+                        .filter_map(|c| {
+                            let stopped = c.stopped?;
+                            Some(serde_json::json!({"projector": c.projection,
+                                "stream_seq": stopped.stream_seq, "reason": stopped.reason}))
+                        })
+                        .collect())
                 }
                 .boxed()
             })
@@ -186,8 +193,11 @@ impl Process {
                             .projection_lag
                             .get_or_create(&labels)
                             .set(p["lag"].as_i64().unwrap_or_default());
+                        metrics
+                            .quarantined
+                            .set(p["quarantined"].as_i64().unwrap_or_default());
                     }
-                    Ok(())
+                    Ok(Vec::new())
                 }
                 .boxed()
             })

@@ -149,8 +149,26 @@ pub async fn set_checkpoint(
     c.execute(
         "INSERT INTO ledger.projection_checkpoints (projection, stream_seq, updated_at) \
          VALUES ($1, $2, now()) ON CONFLICT (projection) \
-         DO UPDATE SET stream_seq = EXCLUDED.stream_seq, updated_at = now()",
+         DO UPDATE SET stream_seq = EXCLUDED.stream_seq, updated_at = now(), \
+         stopped_at_seq = NULL, stopped_reason = NULL",
         &[&projection, &seq],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records that `projection` stopped on the genuine event `seq`, which it
+/// cannot read (cleared by the next [`set_checkpoint`]).
+pub async fn set_stopped(
+    c: &impl GenericClient,
+    projection: &str,
+    seq: u64,
+    reason: &str,
+) -> Result<(), tokio_postgres::Error> {
+    c.execute(
+        "UPDATE ledger.projection_checkpoints SET stopped_at_seq = $2, stopped_reason = $3 \
+         WHERE projection = $1",
+        &[&projection, &(seq as i64), &reason],
     )
     .await?;
     Ok(())

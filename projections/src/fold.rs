@@ -89,6 +89,17 @@ pub enum FoldError {
     Inconsistent { seq: u64, reason: String },
 }
 
+impl FoldError {
+    /// The stream seq of the event it is about.
+    pub fn seq(&self) -> u64 {
+        match self {
+            FoldError::SchemaVersion { seq, .. }
+            | FoldError::Unreadable { seq, .. }
+            | FoldError::Inconsistent { seq, .. } => *seq,
+        }
+    }
+}
+
 /// Decodes one stored event, refusing versions this code does not know.
 pub fn decode(seq: u64, payload: &[u8]) -> Result<EventEnvelope, FoldError> {
     // Check the version before the shape: a future version may have changed

@@ -14,3 +14,4 @@ pub mod fold;
 pub mod projector;
 pub mod query;
 pub mod rebuild;
+pub mod sift;

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::{self, Tables};
 use crate::fold::{self, AccountsFold, FoldError, TopupsFold};
+use crate::sift::Sifter;
 
 /// The projectors, one per group of read models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -151,6 +152,8 @@ pub struct Status {
     pub active: bool,
     pub checkpoint: u64,
     pub events_applied: u64,
+    /// Messages skipped as not the ledger's.
+    pub quarantined: u64,
     pub batches: u64,
     pub last_batch_ms: f64,
     pub stopped: Option<String>,
@@ -184,8 +187,8 @@ const RETRY_WAIT: Duration = Duration::from_millis(500);
 
 #[derive(Debug)]
 enum Stop {
-    /// An event cannot be folded: stop, do not skip.
-    Fatal(anyhow::Error),
+    /// A genuine event cannot be folded: stop, do not skip.
+    Fatal { seq: u64, reason: String },
     /// PostgreSQL or NATS failed: wait and resume.
     Passing(anyhow::Error),
 }
@@ -193,15 +196,6 @@ enum Stop {
 impl From<tokio_postgres::Error> for Stop {
     fn from(e: tokio_postgres::Error) -> Self {
         Stop::Passing(e.into())
-    }
-}
-
-impl From<ApplyError> for Stop {
-    fn from(e: ApplyError) -> Self {
-        match e {
-            ApplyError::Fold(f) => Stop::Fatal(f.into()),
-            ApplyError::Db(d) => Stop::Passing(d.into()),
-        }
     }
 }
 
@@ -221,19 +215,26 @@ impl Projector {
         f(board.entry(self.projection.name()).or_default());
     }
 
-    /// Runs until `shutdown`, or until an event cannot be folded (an error).
+    /// Runs until `shutdown`. A genuine event it cannot fold stops this
+    /// projector alone (no other part of the process): it lets go of its
+    /// lock (a process that can read the event may take over) and waits
+    /// for shutdown, its stop recorded for readiness to report.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         loop {
             match self.lead(&shutdown).await {
                 Ok(()) => return Ok(()),
-                Err(Stop::Fatal(e)) => {
-                    let message = format!("projector {} stopped: {e}", self.projection.name());
+                Err(Stop::Fatal { seq, reason }) => {
+                    let message = format!(
+                        "projector {} stopped at stream seq {seq}: {reason}",
+                        self.projection.name()
+                    );
                     tracing::error!("{message}");
                     self.report(|s| {
                         s.active = false;
                         s.stopped = Some(message.clone());
                     });
-                    return Err(anyhow::anyhow!(message));
+                    shutdown.cancelled().await;
+                    return Ok(());
                 }
                 Err(Stop::Passing(e)) => {
                     tracing::warn!(projector = self.projection.name(), error = %e,
@@ -265,6 +266,7 @@ impl Projector {
         db::ensure_checkpoint(&client, name).await?;
         let mut position = db::checkpoint_for_update(&client, name).await? as u64;
         let mut state = State::new(self.projection);
+        let mut sifter = Sifter::new(name, true);
         self.report(|s| {
             s.active = true;
             s.checkpoint = position;
@@ -284,49 +286,86 @@ impl Projector {
                 tx.rollback().await?;
                 position = checkpoint;
                 state = State::new(self.projection);
+                sifter = Sifter::new(name, true);
                 reader = self.open(position).await?;
                 continue;
             }
-            // Decode up to the first event this code cannot read: what comes
-            // before it is applied, then the projector stops on it.
+            // Sift out what the ledger did not write, and decode up to the
+            // first genuine event this code cannot read: what comes before
+            // it is applied, then the projector stops on it.
+            let batch: Vec<Raw> = batch.into_iter().filter(|r| r.seq > position).collect();
+            sifter
+                .load(&tx, batch.iter().map(|r| r.subject.as_str()))
+                .await?;
             let mut events: Vec<(u64, EventEnvelope)> = Vec::with_capacity(batch.len());
             let mut unreadable = None;
-            for (seq, payload) in batch.into_iter().filter(|(seq, _)| *seq > position) {
-                match fold::decode(seq, &payload) {
-                    Ok(e) => events.push((seq, e)),
+            let mut last = position;
+            for raw in &batch {
+                let chain = match sifter.judge(&raw.message()) {
+                    Ok(chain) => chain,
+                    Err(why) => {
+                        sifter.skip(raw.seq, &raw.subject, why);
+                        last = raw.seq;
+                        continue;
+                    }
+                };
+                match fold::decode(raw.seq, &raw.payload) {
+                    Ok(e) => {
+                        sifter.keep(raw.seq, &raw.subject, chain);
+                        events.push((raw.seq, e));
+                        last = raw.seq;
+                    }
                     Err(e) => {
-                        unreadable = Some(e);
+                        unreadable = Some((raw.seq, e));
                         break;
                     }
                 }
             }
-            let Some(&(last, _)) = events.last() else {
+            if last == position {
                 tx.rollback().await?;
                 match unreadable {
-                    Some(e) => return Err(Stop::Fatal(e.into())),
+                    Some((seq, e)) => return Err(self.stop_on(&client, seq, e).await),
                     None => continue,
                 }
-            };
-            if let Err(e) = state.apply(&tx, &tables, &events).await {
-                // The cache may hold half a batch; it goes with this run.
-                let _ = tx.rollback().await;
-                return Err(e.into());
             }
+            if !events.is_empty() {
+                if let Err(e) = state.apply(&tx, &tables, &events).await {
+                    // The caches may hold half a batch; they go with this run.
+                    let _ = tx.rollback().await;
+                    return Err(match e {
+                        ApplyError::Fold(f) => self.stop_on(&client, f.seq(), f).await,
+                        ApplyError::Db(d) => Stop::Passing(d.into()),
+                    });
+                }
+            }
+            let quarantined = sifter.foreign.len() as u64;
+            sifter.save(&tx).await?;
             db::set_checkpoint(&tx, name, last as i64).await?;
             tx.commit().await?;
-            if let Some(e) = unreadable {
-                self.report(|s| s.checkpoint = last);
-                return Err(Stop::Fatal(e.into()));
-            }
             position = last;
             let n = events.len() as u64;
             self.report(|s| {
                 s.checkpoint = position;
                 s.events_applied += n;
+                s.quarantined += quarantined;
                 s.batches += 1;
                 s.last_batch_ms = started.elapsed().as_secs_f64() * 1000.0;
             });
+            if let Some((seq, e)) = unreadable {
+                return Err(self.stop_on(&client, seq, e).await);
+            }
         }
+    }
+
+    /// Records in the checkpoint's row that the projector stopped on the
+    /// genuine event `seq`, which it cannot read, for every process's
+    /// readiness and operations pages to show.
+    async fn stop_on(&self, client: &tokio_postgres::Client, seq: u64, e: FoldError) -> Stop {
+        let reason = e.to_string();
+        if let Err(db) = db::set_stopped(client, self.projection.name(), seq, &reason).await {
+            tracing::warn!(error = %db, "recording the projector's stop failed");
+        }
+        Stop::Fatal { seq, reason }
     }
 
     /// Starts reading the stream after `position`, ahead of the batches.
@@ -337,10 +376,26 @@ impl Projector {
     }
 }
 
-/// Events read ahead from the stream, in order: the next batch is read while
-/// the current one is applied.
+/// One message as read from the stream.
+#[derive(Debug, Clone)]
+pub struct Raw {
+    pub seq: u64,
+    pub subject: async_nats::Subject,
+    pub headers: Option<async_nats::HeaderMap>,
+    pub payload: bytes::Bytes,
+}
+
+impl Raw {
+    /// The fields a reader judges it by.
+    pub fn message(&self) -> ledger_schemas::genuine::Message<'_> {
+        crate::sift::message(&self.subject, self.headers.as_ref(), &self.payload)
+    }
+}
+
+/// Messages read ahead from the stream, in order: the next batch is read
+/// while the current one is applied.
 pub struct Reader {
-    rx: tokio::sync::mpsc::Receiver<Result<(u64, bytes::Bytes), String>>,
+    rx: tokio::sync::mpsc::Receiver<Result<Raw, String>>,
     _task: AbortOnDrop<()>,
 }
 
@@ -353,7 +408,13 @@ impl Reader {
             while let Some(next) = messages.next().await {
                 let item = next.map_err(|e| e.to_string()).and_then(|m| {
                     let seq = m.info().map_err(|e| e.to_string())?.stream_sequence;
-                    Ok((seq, m.payload.clone()))
+                    let m = m.split().0;
+                    Ok(Raw {
+                        seq,
+                        subject: m.subject,
+                        headers: m.headers,
+                        payload: m.payload,
+                    })
                 });
                 let failed = item.is_err();
                 if tx.send(item).await.is_err() || failed {
@@ -367,9 +428,9 @@ impl Reader {
         })
     }
 
-    /// Waits for the next event, then takes what else has been read already,
-    /// up to `max` events; `None` when the stream ended.
-    pub async fn batch(&mut self, max: usize) -> Option<anyhow::Result<Vec<(u64, bytes::Bytes)>>> {
+    /// Waits for the next message, then takes what else has been read
+    /// already, up to `max` messages; `None` when the stream ended.
+    pub async fn batch(&mut self, max: usize) -> Option<anyhow::Result<Vec<Raw>>> {
         let mut batch = Vec::new();
         let mut item = Some(self.rx.recv().await?);
         while let Some(next) = item.take() {
@@ -385,8 +446,8 @@ impl Reader {
         Some(Ok(batch))
     }
 
-    /// The next event (`None` when the stream ended).
-    pub async fn next(&mut self) -> Option<anyhow::Result<(u64, bytes::Bytes)>> {
+    /// The next message (`None` when the stream ended).
+    pub async fn next(&mut self) -> Option<anyhow::Result<Raw>> {
         self.rx
             .recv()
             .await
@@ -408,17 +469,12 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// Waits for the next event, then takes what else has been read already, up
-/// to [`BATCH_EVENTS_MAX`]: a batch as large as the backlog, never waiting.
-async fn gather(reader: &mut Reader) -> Result<Vec<(u64, bytes::Bytes)>, Stop> {
-    let ended = || Stop::Passing(anyhow::anyhow!("the event stream ended"));
-    let first = reader.rx.recv().await.ok_or_else(ended)?;
-    let mut batch = vec![first.map_err(|e| Stop::Passing(anyhow::anyhow!(e)))?];
-    while batch.len() < BATCH_EVENTS_MAX {
-        match reader.rx.try_recv() {
-            Ok(item) => batch.push(item.map_err(|e| Stop::Passing(anyhow::anyhow!(e)))?),
-            Err(_) => break,
-        }
+/// Waits for the next message, then takes what else has been read already,
+/// up to [`BATCH_EVENTS_MAX`]: a batch as large as the backlog, never waiting.
+async fn gather(reader: &mut Reader) -> Result<Vec<Raw>, Stop> {
+    match reader.batch(BATCH_EVENTS_MAX).await {
+        None => Err(Stop::Passing(anyhow::anyhow!("the event stream ended"))),
+        Some(Err(e)) => Err(Stop::Passing(e)),
+        Some(Ok(batch)) => Ok(batch),
     }
-    Ok(batch)
 }

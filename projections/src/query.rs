@@ -35,15 +35,11 @@ pub struct ServiceView {
     pub reserved: Decimal,
 }
 
-async fn checkpoint(c: &impl GenericClient, projection: &str) -> Result<i64, QueryError> {
-    Ok(c.query_opt(
-        "SELECT stream_seq FROM ledger.projection_checkpoints WHERE projection = $1",
-        &[&projection],
-    )
-    .await?
-    .map(|r| r.get(0))
-    .unwrap_or(0))
-}
+/// The accounts projector's checkpoint as a one-row relation `c(as_of_seq)`:
+/// read in the same statement as the rows, so both come from one snapshot
+/// (a batch's rows and its checkpoint commit together).
+const AS_OF: &str = "(SELECT coalesce((SELECT stream_seq FROM ledger.projection_checkpoints \
+                     WHERE projection = 'accounts'), 0) AS as_of_seq) c";
 
 /// The balances of `account` (every service in `services` shown), or `None`
 /// when the read model has never seen the account.
@@ -54,23 +50,32 @@ pub async fn balances(
 ) -> Result<Option<Balances>, QueryError> {
     let rows = c
         .query(
-            "SELECT bucket, balance, reserved FROM ledger.service_balances WHERE account_id = $1",
+            &format!(
+                "SELECT c.as_of_seq, b.bucket, b.balance, b.reserved FROM {AS_OF} \
+                 LEFT JOIN ledger.service_balances b ON b.account_id = $1"
+            ),
             &[&account],
         )
         .await?;
+    let Some(as_of_seq) = rows.first().map(|r| r.get::<_, i64>(0)) else {
+        return Ok(None);
+    };
+    let rows: Vec<_> = rows
+        .iter()
+        .filter(|r| r.get::<_, Option<String>>(1).is_some())
+        .collect();
     if rows.is_empty() {
         return Ok(None);
     }
-    let as_of_seq = checkpoint(c, "accounts").await?;
     let mut buckets: BTreeMap<String, Decimal> = std::iter::once("general".to_owned())
         .chain(services.iter().cloned())
         .map(|b| (b, Decimal::ZERO))
         .collect();
     let mut reserved: BTreeMap<String, Decimal> = BTreeMap::new();
     for r in &rows {
-        let bucket: String = r.get(0);
-        let balance: Decimal = r.get(1);
-        reserved.insert(bucket.clone(), r.get(2));
+        let bucket: String = r.get(1);
+        let balance: Decimal = r.get(2);
+        reserved.insert(bucket.clone(), r.get(3));
         buckets.insert(bucket, balance.normalize());
     }
     let in_debt = buckets
@@ -148,6 +153,8 @@ fn decode_cursor(s: &str) -> Result<Cursor, QueryError> {
 pub struct HistoryPage {
     pub items: Vec<Value>,
     pub next_cursor: Option<String>,
+    /// The stream seq the page reflects (from the same snapshot as its rows).
+    pub as_of_seq: i64,
 }
 
 /// One page of `account`'s history, newest first (keyset on stream order).
@@ -175,15 +182,20 @@ pub async fn history(
     let fetch = i64::from(limit) + 1;
     let rows = c
         .query(
-            "SELECT stream_seq, line, event_id, occurred_at, kind, service, bucket, credits_delta, \
-             balance_after, reference, topup_id, details FROM ledger.credit_history \
-             WHERE account_id = $1 \
-               AND ($2::text IS NULL OR service = $2) \
-               AND ($3::text IS NULL OR kind = $3) \
-               AND ($4::timestamptz IS NULL OR occurred_at >= $4) \
-               AND ($5::timestamptz IS NULL OR occurred_at < $5) \
-               AND ($6::int8 IS NULL OR (stream_seq, line) < ($6, $7::int2)) \
-             ORDER BY stream_seq DESC, line DESC LIMIT $8",
+            &format!(
+                "SELECT h.stream_seq, h.line, h.event_id, h.occurred_at, h.kind, h.service, \
+                 h.bucket, h.credits_delta, h.balance_after, h.reference, h.topup_id, h.details, \
+                 c.as_of_seq FROM {AS_OF} LEFT JOIN LATERAL ( \
+                 SELECT * FROM ledger.credit_history \
+                 WHERE account_id = $1 \
+                   AND ($2::text IS NULL OR service = $2) \
+                   AND ($3::text IS NULL OR kind = $3) \
+                   AND ($4::timestamptz IS NULL OR occurred_at >= $4) \
+                   AND ($5::timestamptz IS NULL OR occurred_at < $5) \
+                   AND ($6::int8 IS NULL OR (stream_seq, line) < ($6, $7::int2)) \
+                 ORDER BY stream_seq DESC, line DESC LIMIT $8) h ON true \
+                 ORDER BY h.stream_seq DESC, h.line DESC"
+            ),
             &[
                 &account,
                 &filter.service,
@@ -196,6 +208,11 @@ pub async fn history(
             ],
         )
         .await?;
+    let as_of_seq = rows.first().map_or(0, |r| r.get::<_, i64>(12));
+    let rows: Vec<_> = rows
+        .iter()
+        .filter(|r| r.get::<_, Option<i64>>(0).is_some())
+        .collect();
     let more = rows.len() as i64 > i64::from(limit);
     let mut items = Vec::with_capacity(rows.len());
     let mut last = None;
@@ -225,7 +242,11 @@ pub async fn history(
         (true, Some((seq, line))) => Some(encode_cursor(&Cursor { seq, line, filter })),
         _ => None,
     };
-    Ok(HistoryPage { items, next_cursor })
+    Ok(HistoryPage {
+        items,
+        next_cursor,
+        as_of_seq,
+    })
 }
 
 /// A top-up's status, as the console shows it.
@@ -265,18 +286,48 @@ pub async fn topup(
     }))
 }
 
-/// Each projector's checkpoint (from PostgreSQL, whichever process runs it).
-pub async fn checkpoints(
-    c: &impl GenericClient,
-) -> Result<Vec<(String, i64, DateTime<Utc>)>, QueryError> {
+/// Where a projector is (from PostgreSQL, whichever process runs it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckpointRow {
+    pub projection: String,
+    pub stream_seq: i64,
+    pub updated_at: DateTime<Utc>,
+    /// Set when it stopped on a genuine event it cannot read.
+    pub stopped: Option<Stopped>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stopped {
+    pub stream_seq: i64,
+    pub reason: String,
+}
+
+/// Each projector's checkpoint, and whether it stopped.
+pub async fn checkpoints(c: &impl GenericClient) -> Result<Vec<CheckpointRow>, QueryError> {
     let rows = c
         .query(
-            "SELECT projection, stream_seq, updated_at FROM ledger.projection_checkpoints ORDER BY projection",
+            "SELECT projection, stream_seq, updated_at, stopped_at_seq, stopped_reason \
+             FROM ledger.projection_checkpoints ORDER BY projection",
             &[],
         )
         .await?;
     Ok(rows
         .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .map(|r| CheckpointRow {
+            projection: r.get(0),
+            stream_seq: r.get(1),
+            updated_at: r.get(2),
+            stopped: r.get::<_, Option<i64>>(3).map(|seq| Stopped {
+                stream_seq: seq,
+                reason: r.get::<_, Option<String>>(4).unwrap_or_default(),
+            }),
+        })
         .collect())
+}
+
+/// Messages on `LEDGER` the projectors skipped as not the ledger's.
+pub async fn quarantined(c: &impl GenericClient) -> Result<i64, QueryError> {
+    Ok(c.query_one("SELECT count(*) FROM ledger.quarantine", &[])
+        .await?
+        .get(0))
 }

@@ -18,6 +18,7 @@ use ledger_schemas::EventEnvelope;
 use crate::db::{self, Tables};
 use crate::fold;
 use crate::projector::{Projection, State};
+use crate::sift::Sifter;
 
 /// Events folded per shadow transaction during a rebuild.
 pub const REBUILD_BATCH_EVENTS_MAX: usize = 20_000;
@@ -54,16 +55,17 @@ pub async fn rebuild(
     }
     let head = stream.clone().info().await?.state.last_sequence;
     let mut state = State::new(projection);
+    // The log is read from its start: every subject's chain from genesis.
+    let mut sifter = Sifter::new(name, true);
     let mut position = 0;
     let mut events = 0u64;
     if head > 0 {
         events += fold_range(
             &mut client,
             stream,
-            &mut state,
+            (&mut state, &mut sifter),
             &shadow,
-            0,
-            head,
+            (0, head),
             &mut progress,
         )
         .await?;
@@ -86,15 +88,15 @@ pub async fn rebuild(
         events += fold_range(
             &mut InTransaction(&tx),
             stream,
-            &mut state,
+            (&mut state, &mut sifter),
             &shadow,
-            position,
-            live_checkpoint,
+            (position, live_checkpoint),
             &mut progress,
         )
         .await?;
         position = live_checkpoint;
     }
+    sifter.save_all(&tx).await?;
     for t in projection.tables() {
         tx.batch_execute(&format!(
             "ALTER TABLE ledger.{t} RENAME TO {t}_replaced; \
@@ -114,23 +116,24 @@ pub async fn rebuild(
     })
 }
 
-/// Folds the events after `after` up to `until` into `tables`. Decoding
-/// runs ahead on a task of its own, a batch at a time, while the previous
+/// Folds the genuine events after `after` up to `until` into `tables`,
+/// sifting out what the ledger did not write. Sifting and decoding run
+/// ahead on a task of their own, a batch at a time, while the previous
 /// batch is folded and written.
 async fn fold_range(
     c: &mut impl Transactional,
     stream: &Stream,
-    state: &mut State,
+    (state, sifter): (&mut State, &mut Sifter),
     tables: &Tables,
-    after: u64,
-    until: u64,
+    (after, until): (u64, u64),
     progress: &mut impl FnMut(u64, u64),
 ) -> anyhow::Result<u64> {
     let reader = crate::projector::Reader::open(stream, after + 1)
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
     let (tx, mut rx) = tokio::sync::mpsc::channel(2);
-    let decoding = tokio::spawn(decode_ahead(reader, after, until, tx));
+    let taken = std::mem::replace(sifter, Sifter::new("", false));
+    let decoding = tokio::spawn(decode_ahead(reader, (after, until), taken, tx));
     let mut done = 0u64;
     while let Some(batch) = rx.recv().await {
         let batch: Vec<(u64, EventEnvelope)> = batch?;
@@ -141,18 +144,20 @@ async fn fold_range(
         done += batch.len() as u64;
         progress(last, until);
     }
-    decoding.await?;
+    *sifter = decoding.await?;
     Ok(done)
 }
 
-/// Reads and decodes the events after `after` up to `until`, sending them
-/// in batches of at most [`REBUILD_BATCH_EVENTS_MAX`]; the first error ends it.
+/// Reads, sifts and decodes the messages after `after` up to `until`,
+/// sending the genuine events in batches of at most
+/// [`REBUILD_BATCH_EVENTS_MAX`]; the first error ends it. Gives the sifter
+/// back when done.
 async fn decode_ahead(
     mut reader: crate::projector::Reader,
-    after: u64,
-    until: u64,
+    (after, until): (u64, u64),
+    mut sifter: Sifter,
     tx: tokio::sync::mpsc::Sender<anyhow::Result<Vec<(u64, EventEnvelope)>>>,
-) {
+) -> Sifter {
     let mut batch = Vec::with_capacity(REBUILD_BATCH_EVENTS_MAX);
     let mut seq = after;
     while seq < until {
@@ -160,7 +165,7 @@ async fn decode_ahead(
             Some(Ok(n)) => n,
             Some(Err(e)) => {
                 let _ = tx.send(Err(e)).await;
-                return;
+                return sifter;
             }
             None => {
                 let _ = tx
@@ -168,29 +173,40 @@ async fn decode_ahead(
                         "the event stream ended during the rebuild"
                     )))
                     .await;
-                return;
+                return sifter;
             }
         };
-        seq = next.0;
+        seq = next.seq;
         if seq > until {
             break;
         }
-        match fold::decode(seq, &next.1) {
-            Ok(e) => batch.push((seq, e)),
+        let chain = match sifter.judge(&next.message()) {
+            Ok(chain) => chain,
+            Err(why) => {
+                sifter.skip(seq, &next.subject, why);
+                continue;
+            }
+        };
+        match fold::decode(seq, &next.payload) {
+            Ok(e) => {
+                sifter.keep(seq, &next.subject, chain);
+                batch.push((seq, e));
+            }
             Err(e) => {
                 let _ = tx.send(Err(e.into())).await;
-                return;
+                return sifter;
             }
         }
         if batch.len() >= REBUILD_BATCH_EVENTS_MAX
             && tx.send(Ok(std::mem::take(&mut batch))).await.is_err()
         {
-            return;
+            return sifter;
         }
     }
     if !batch.is_empty() {
         let _ = tx.send(Ok(batch)).await;
     }
+    sifter
 }
 
 trait Transactional {

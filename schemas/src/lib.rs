@@ -15,6 +15,7 @@ pub mod chain;
 pub mod command;
 pub mod error;
 pub mod event;
+pub mod genuine;
 pub mod hash;
 pub mod json_schema;
 pub mod time;

@@ -259,12 +259,14 @@ async fn audit(config: Config, command: AuditCmd) -> anyhow::Result<std::process
                 );
             }
             println!(
-                "verified {} events in {} aggregates in {:.2}s ({:.0} events/s): {} finding(s){}",
+                "verified {} events in {} aggregates in {:.2}s ({:.0} events/s): {} finding(s), \
+                 {} message(s) not written by the ledger{}",
                 summary.events,
                 summary.aggregates,
                 summary.seconds,
                 summary.events_per_s,
                 summary.findings,
+                verifier.foreign,
                 match summary.read_models_checked_at {
                     Some(at) => format!("; read models compared at stream seq {at}"),
                     None => String::new(),

@@ -19,9 +19,11 @@ use super::auth::{Action, Principal, Tokens};
 use super::{CommandName, parse, run, status_of};
 use crate::engine::Engine;
 
-/// A check that the process's dependencies answer (for `/readyz`).
+/// A check that the process's dependencies answer (for `/readyz`): what is
+/// degraded but serving (a projector stopped on an event it cannot read),
+/// or why the process is not ready.
 pub type ReadyCheck =
-    Arc<dyn Fn() -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync>;
+    Arc<dyn Fn() -> futures::future::BoxFuture<'static, Result<Vec<Value>, String>> + Send + Sync>;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -378,7 +380,9 @@ async fn healthz() -> Json<Value> {
 
 async fn readyz(State(state): State<BaseState>) -> Response {
     match (state.ready)().await {
-        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Ok(stopped) if stopped.is_empty() => Json(json!({"status": "ready"})).into_response(),
+        // Still serving: commands, reads and the other projectors go on.
+        Ok(stopped) => Json(json!({"status": "degraded", "stopped": stopped})).into_response(),
         Err(e) => ApiError(Box::new(ErrorBody::new(
             ErrorCode::Unavailable,
             format!("Not ready: {e}."),

@@ -136,13 +136,15 @@ async fn history(
     Ok(Json(page).into_response())
 }
 
-/// Each projector's checkpoint, the stream head, and the lag between them.
+/// Each projector's checkpoint, the stream head, the lag between them, and
+/// where and why it stopped, if it did.
 pub async fn projection_status(
     pool: &Pool,
     stream: &async_nats::jetstream::stream::Stream,
 ) -> Result<Vec<serde_json::Value>, ApiError> {
     let client = pool.get().await.map_err(unavailable)?;
     let checkpoints = query::checkpoints(&**client).await?;
+    let quarantined = query::quarantined(&**client).await?;
     let head = stream
         .clone()
         .info()
@@ -153,13 +155,13 @@ pub async fn projection_status(
     Ok(ledger_projections::projector::Projection::ALL
         .iter()
         .map(|p| {
-            let (seq, at) = checkpoints
-                .iter()
-                .find(|(n, _, _)| n == p.name())
-                .map(|(_, s, t)| (*s as u64, Some(Timestamp::from_datetime(*t))))
-                .unwrap_or((0, None));
+            let row = checkpoints.iter().find(|c| c.projection == p.name());
+            let seq = row.map_or(0, |c| c.stream_seq as u64);
+            let at = row.map(|c| Timestamp::from_datetime(c.updated_at));
+            let stopped = row.and_then(|c| c.stopped.clone());
             json!({"projection": p.name(), "checkpoint": seq, "stream_head": head,
-                   "lag": head.saturating_sub(seq), "updated_at": at})
+                   "lag": head.saturating_sub(seq), "updated_at": at, "stopped": stopped,
+                   "quarantined": quarantined})
         })
         .collect())
 }

@@ -90,7 +90,7 @@ pub async fn read_stream(
                 Ok(Record {
                     seq,
                     subject: m.subject.to_string(),
-                    msg_id: header(&h, "Nats-Msg-Id"),
+                    msg_id: header(&h, ledger_schemas::genuine::MSG_ID_HEADER),
                     event_type: header(&h, crate::store::batch::HEADER_EVENT_TYPE),
                     chain: header(&h, CHAIN_HEADER),
                     payload: String::from_utf8_lossy(&m.payload).into_owned(),

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use ledger_schemas::genuine;
 use ledger_schemas::*;
 use rust_decimal::Decimal;
 
@@ -42,7 +43,13 @@ pub const FINDINGS_KEPT_MAX: usize = 10_000;
 #[derive(Debug, Default)]
 pub struct Verifier {
     prefix: String,
+    /// Per subject, the chain value of its last genuine event.
     chains: HashMap<String, ChainHash>,
+    /// Per subject, the stored chain value of a message that broke the
+    /// chain just before (an event altered in an export links on from it).
+    altered: HashMap<String, ChainHash>,
+    /// Messages skipped as not the ledger's.
+    pub foreign: u64,
     accounts: HashMap<AccountId, Account>,
     /// Net of all postings per ledger account.
     totals: BTreeMap<String, Decimal>,
@@ -82,11 +89,15 @@ impl Verifier {
     }
 
     fn find(&mut self, r: &Record, rule: &'static str, detail: impl Into<String>) {
+        self.find_at(r.seq, &r.subject, rule, detail);
+    }
+
+    fn find_at(&mut self, seq: u64, subject: &str, rule: &'static str, detail: impl Into<String>) {
         self.findings_total += 1;
         if self.findings.len() < FINDINGS_KEPT_MAX {
             self.findings.push(Finding {
-                seq: r.seq,
-                subject: r.subject.clone(),
+                seq,
+                subject: subject.to_owned(),
                 rule,
                 detail: detail.into(),
             });
@@ -129,61 +140,60 @@ impl Verifier {
         }
         self.last_seq = Some(self.last_seq.map_or(r.seq, |l| l.max(r.seq)));
 
-        // The chain, per aggregate subject.
+        // Only the ledger's own events count: a message that does not
+        // follow its subject's chain, or whose headers and envelope
+        // disagree, is reported and skipped, as every reader skips it.
         let previous = self
             .chains
             .get(&r.subject)
             .copied()
             .unwrap_or(ChainHash::GENESIS);
-        let expected = previous.next(r.payload.as_bytes());
-        match r.chain.as_deref().map(str::parse::<ChainHash>) {
-            Some(Ok(stored)) if stored == expected => {}
-            Some(Ok(stored)) => self.find(
-                r,
-                "chain",
-                format!("{CHAIN_HEADER} is {stored}, the chain gives {expected}"),
-            ),
-            Some(Err(e)) => self.find(r, "chain", e.to_string()),
-            None => self.find(r, "chain", format!("no {CHAIN_HEADER} header")),
-        }
-        // Later events chain from what was stored, so one bad link is one finding.
-        let stored = r
-            .chain
-            .as_deref()
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(expected);
-        self.chains.insert(r.subject.clone(), stored);
+        let m = genuine::Message {
+            subject: &r.subject,
+            msg_id: r.msg_id.as_deref(),
+            event_type: r.event_type.as_deref(),
+            chain: r.chain.as_deref(),
+            payload: r.payload.as_bytes(),
+        };
+        let chain = match genuine::judge(&m, &previous) {
+            Ok(chain) => chain,
+            // An export's event altered in place (its stored chain value
+            // kept): what follows links to that value, so one alteration
+            // is one finding.
+            Err(_)
+                if self
+                    .altered
+                    .get(&r.subject)
+                    .is_some_and(|alt| genuine::judge(&m, alt).is_ok()) =>
+            {
+                genuine::judge(&m, &self.altered[&r.subject]).expect("checked just above")
+            }
+            Err(why) => {
+                self.foreign += 1;
+                if why.rule == "chain" {
+                    if let Some(stored) = r.chain.as_deref().and_then(|c| c.parse().ok()) {
+                        self.altered.insert(r.subject.clone(), stored);
+                    }
+                }
+                let detail = format!("not written by the ledger, skipped: {}", why.reason);
+                return self.find(r, why.rule, detail);
+            }
+        };
+        self.chains.insert(r.subject.clone(), chain);
+        self.altered.remove(&r.subject);
 
         let envelope: EventEnvelope = match serde_json::from_str(&r.payload) {
             Ok(e) => e,
-            Err(e) => return self.find(r, "envelope", format!("unreadable event: {e}")),
+            Err(e) => {
+                let detail = format!("a genuine event this version cannot read: {e}");
+                return self.find(r, "envelope", detail);
+            }
         };
         if envelope.schema_version != SCHEMA_VERSION {
             self.find(
                 r,
                 "envelope",
                 format!("schema_version {}", envelope.schema_version),
-            );
-        }
-        if r.msg_id.as_deref() != Some(envelope.event_id.to_string().as_str()) {
-            self.find(
-                r,
-                "header",
-                format!(
-                    "Nats-Msg-Id {:?} is not the event id {}",
-                    r.msg_id, envelope.event_id
-                ),
-            );
-        }
-        if r.event_type.as_deref() != Some(envelope.event_type().as_str()) {
-            self.find(
-                r,
-                "header",
-                format!(
-                    "Ledger-Event-Type {:?} is not {}",
-                    r.event_type,
-                    envelope.event_type()
-                ),
             );
         }
         let account_subject = format!("{}.acct.{}", self.prefix, envelope.account_id);
@@ -319,24 +329,41 @@ impl Verifier {
         }
     }
 
-    /// Checks that hold for the whole log: all postings sum to zero.
+    /// Checks that hold for the whole log: every customer bucket's running
+    /// total of postings, and every service's reserve, is what the replay
+    /// of the accounts' events gives.
     pub fn finish(&mut self) {
         self.compare_if_reached(None);
-        let sum: Decimal = self.totals.values().copied().sum();
-        if !sum.is_zero() {
-            let r = Record {
-                seq: self.last_seq.unwrap_or(0),
-                subject: String::new(),
-                msg_id: None,
-                event_type: None,
-                chain: None,
-                payload: String::new(),
-            };
-            self.find(
-                &r,
-                "postings",
-                format!("all postings sum to {sum}, not zero"),
-            );
+        let mut replayed: BTreeMap<String, Decimal> = BTreeMap::new();
+        for (id, account) in &self.accounts {
+            for (b, v) in account.balances() {
+                let key = LedgerAccount::Customer(id.clone(), b.clone()).to_string();
+                replayed.insert(key, v.get());
+            }
+            for (service, credits) in account.reserved() {
+                let key = LedgerAccount::Reserved(service).to_string();
+                *replayed.entry(key).or_default() += credits.get();
+            }
+        }
+        let checked =
+            |key: &str| key.starts_with("customer:") || key.starts_with("platform:reserved:");
+        let mut problems = Vec::new();
+        for (key, total) in self.totals.iter().filter(|(k, _)| checked(k)) {
+            let want = replayed.get(key).copied().unwrap_or_default();
+            if *total != want {
+                problems.push(format!(
+                    "{key}: the postings total {total}, the replay gives {want}"
+                ));
+            }
+        }
+        for (key, want) in &replayed {
+            if !want.is_zero() && !self.totals.contains_key(key) {
+                problems.push(format!("{key}: no postings, the replay gives {want}"));
+            }
+        }
+        let at = self.last_seq();
+        for p in problems {
+            self.find_at(at, "", "totals", p);
         }
     }
 
@@ -391,15 +418,7 @@ impl Verifier {
             }
         }
         for p in problems {
-            let r = Record {
-                seq: at_seq,
-                subject: "ledger.service_balances".into(),
-                msg_id: None,
-                event_type: None,
-                chain: None,
-                payload: String::new(),
-            };
-            self.find(&r, "read_model", p);
+            self.find_at(at_seq, "ledger.service_balances", "read_model", p);
         }
     }
 }
@@ -509,37 +528,294 @@ mod tests {
 
         /// Appends `data` and returns the rules it broke.
         fn append(&mut self, data: EventData) -> Vec<&'static str> {
-            let account = AccountId::parse("acme").unwrap();
-            let actor = Actor::parse("system").unwrap();
-            let origin = Origin {
-                account: &account,
-                idempotency_key: None,
-                request_hash: "",
-                correlation_id: None,
-                causation_id: None,
-                actor: &actor,
-                occurred_at: None,
-            };
-            let postings = postings_for(&account, &data);
-            let envelope = origin.envelope(data, postings, Timestamp::now());
-            let subject = "ledger.events.acct.acme";
-            let (m, next) = AppendMessage::chained(subject, &envelope, self.chain);
-            self.chain = next;
+            self.append_with(data, |_| {}, |_| {})
+        }
+
+        /// Appends `data` with its envelope edited before it is chained
+        /// (still the ledger's event, breaking a rule of the ledger), and
+        /// the stored record edited after (no longer the ledger's).
+        fn append_with(
+            &mut self,
+            data: EventData,
+            edit_envelope: impl FnOnce(&mut EventEnvelope),
+            edit_record: impl FnOnce(&mut Record),
+        ) -> Vec<&'static str> {
+            let mut envelope = envelope_of(data);
+            edit_envelope(&mut envelope);
             self.seq += 1;
+            let (mut record, next) =
+                chained(self.seq, "ledger.events.acct.acme", &envelope, self.chain);
+            let genuine = record.clone();
+            edit_record(&mut record);
+            if record == genuine {
+                self.chain = next;
+            }
+            self.check(&record)
+        }
+
+        /// Checks `record` and returns the rules it broke.
+        fn check(&mut self, record: &Record) -> Vec<&'static str> {
             let before = self.verifier.findings.len();
-            self.verifier.check(&Record {
-                seq: self.seq,
-                subject: subject.into(),
-                msg_id: Some(m.event_id),
-                event_type: Some(m.event_type.into()),
-                chain: Some(m.chain),
-                payload: String::from_utf8(m.payload.to_vec()).unwrap(),
-            });
+            self.verifier.check(record);
             self.verifier.findings[before..]
                 .iter()
                 .map(|f| f.rule)
                 .collect()
         }
+
+        /// Ends the log and returns the rules the whole of it broke.
+        fn finish(&mut self) -> Vec<&'static str> {
+            let before = self.verifier.findings.len();
+            self.verifier.finish();
+            self.verifier.findings[before..]
+                .iter()
+                .map(|f| f.rule)
+                .collect()
+        }
+
+        /// An open account with `credits` in `general`.
+        fn funded(credits: &str) -> Self {
+            let mut log = Log::new();
+            assert!(log.append(opened()).is_empty());
+            assert!(log.append(grant(credits)).is_empty());
+            log
+        }
+    }
+
+    /// `data` as account acme's event, with its postings.
+    fn envelope_of(data: EventData) -> EventEnvelope {
+        let account = AccountId::parse("acme").unwrap();
+        let actor = Actor::parse("system").unwrap();
+        let origin = Origin {
+            account: &account,
+            idempotency_key: None,
+            request_hash: "",
+            correlation_id: None,
+            causation_id: None,
+            actor: &actor,
+            occurred_at: None,
+        };
+        let postings = postings_for(&account, &data);
+        origin.envelope(data, postings, Timestamp::now())
+    }
+
+    /// The record the ledger stores for `envelope` at `seq` on `subject`
+    /// after chain value `previous`, and the chain value that follows.
+    fn chained(
+        seq: u64,
+        subject: &str,
+        envelope: &EventEnvelope,
+        previous: ChainHash,
+    ) -> (Record, ChainHash) {
+        let (m, next) = AppendMessage::chained(subject, envelope, previous);
+        let record = Record {
+            seq,
+            subject: subject.into(),
+            msg_id: Some(m.event_id),
+            event_type: Some(m.event_type.into()),
+            chain: Some(m.chain),
+            payload: String::from_utf8(m.payload.to_vec()).unwrap(),
+        };
+        (record, next)
+    }
+
+    fn opened() -> EventData {
+        EventData::AccountOpened(AccountOpened { display_name: None })
+    }
+
+    fn grant(credits: &str) -> EventData {
+        EventData::CreditsGranted(CreditsGranted {
+            bucket: Bucket::general(),
+            credits: Credits::parse(credits).unwrap(),
+            source: GrantSource::Promotion,
+            topup_id: None,
+            payment_id: None,
+            reason: None,
+        })
+    }
+
+    fn consumed(credits: &str) -> EventData {
+        let c = Credits::parse(credits).unwrap();
+        EventData::CreditsConsumed(CreditsConsumed {
+            service: Service::parse("email").unwrap(),
+            usage_id: UsageId::parse(Id::new_v7().to_string()).unwrap(),
+            quantity: Quantity::new(1).unwrap(),
+            unit_price: None,
+            credits: c,
+            drawn: vec![Draw {
+                bucket: Bucket::general(),
+                credits: c,
+            }],
+            rate_card_version: None,
+        })
+    }
+
+    #[test]
+    fn a_clean_log_breaks_no_rule() {
+        let mut log = Log::funded("10");
+        assert!(log.append(consumed("4")).is_empty());
+        assert!(log.finish().is_empty(), "{:?}", log.verifier.findings);
+    }
+
+    #[test]
+    fn stream_order_and_gaps_are_reported() {
+        let mut log = Log::funded("10");
+        log.seq += 2;
+        assert_eq!(log.append(consumed("1")), ["contiguity"]);
+        log.seq -= 3;
+        assert_eq!(log.append(consumed("1")), ["order"]);
+    }
+
+    #[test]
+    fn a_message_off_the_chain_is_reported_skipped_and_the_chain_goes_on() {
+        let mut log = Log::funded("10");
+        // A forgery with a chain value of its own making: reported, and its
+        // consumption never counted (the running totals stay right).
+        let forged = log.append_with(
+            consumed("7"),
+            |_| {},
+            |r| r.chain = Some(ChainHash::GENESIS.next(b"forged").to_hex()),
+        );
+        assert_eq!(forged, ["chain"]);
+        assert_eq!(
+            log.append_with(consumed("1"), |_| {}, |r| r.chain = None),
+            ["chain"]
+        );
+        assert!(
+            log.append(consumed("9")).is_empty(),
+            "the ledger's next event links on"
+        );
+        assert!(log.finish().is_empty(), "{:?}", log.verifier.findings);
+        assert_eq!(log.verifier.foreign, 2);
+    }
+
+    #[test]
+    fn an_event_altered_in_an_export_is_one_finding() {
+        let mut log = Log::funded("10");
+        let altered = log.append_with(
+            consumed("1"),
+            |_| {},
+            |r| {
+                r.payload = r.payload.replace("\"credits\":\"1\"", "\"credits\":\"0\"");
+            },
+        );
+        assert_eq!(altered, ["chain"]);
+        // The ledger chained the next event from the original; the export
+        // holds the original's chain value beside the altered body.
+        let previous = log.verifier.altered["ledger.events.acct.acme"];
+        log.chain = previous;
+        assert!(log.append(consumed("1")).is_empty());
+    }
+
+    #[test]
+    fn headers_that_disagree_with_the_envelope_are_reported() {
+        let mut log = Log::funded("10");
+        let id = log.append_with(consumed("1"), |_| {}, |r| r.msg_id = Some("x".into()));
+        assert_eq!(id, ["header"]);
+        let kind = log.append_with(
+            consumed("1"),
+            |_| {},
+            |r| r.event_type = Some("credits_granted".into()),
+        );
+        assert_eq!(kind, ["header"]);
+    }
+
+    #[test]
+    fn an_unreadable_or_newer_envelope_is_reported() {
+        let mut log = Log::funded("10");
+        let head = log.chain;
+        let junk = |r: &mut Record| {
+            r.payload = "not json".into();
+            r.chain = Some(head.next(b"not json").to_hex());
+        };
+        assert_eq!(log.append_with(consumed("1"), |_| {}, junk), ["envelope"]);
+        let newer = log.append_with(consumed("1"), |e| e.schema_version = 2, |_| {});
+        assert_eq!(newer, ["envelope"]);
+    }
+
+    #[test]
+    fn an_event_on_another_aggregates_subject_is_reported() {
+        let mut log = Log::funded("10");
+        let other = AccountId::parse("other").unwrap();
+        let moved = log.append_with(consumed("1"), |e| e.account_id = other, |_| {});
+        assert_eq!(moved, ["subject"]);
+        // The ledger's chain, an account's event on a top-up's subject.
+        let topup = Id::new_v7();
+        let mut log = Log::new();
+        let mut g = grant("1");
+        if let EventData::CreditsGranted(c) = &mut g {
+            c.topup_id = Some(topup);
+        }
+        let subject = format!("ledger.events.topup.{topup}");
+        let (record, _) = chained(1, &subject, &envelope_of(g), ChainHash::GENESIS);
+        assert_eq!(log.check(&record), ["subject"]);
+    }
+
+    #[test]
+    fn postings_other_than_the_data_implies_are_reported_and_break_the_totals() {
+        let mut log = Log::funded("10");
+        let more = log.append_with(
+            consumed("1"),
+            |e| e.postings[0].amount = Credits::parse("2").unwrap(),
+            |_| {},
+        );
+        assert_eq!(more, ["postings"]);
+        assert_eq!(log.finish(), ["totals"]);
+        let mut log = Log::funded("10");
+        let degenerate = log.append_with(
+            consumed("1"),
+            |e| e.postings[0].credit = e.postings[0].debit.clone(),
+            |_| {},
+        );
+        assert_eq!(degenerate, ["postings", "postings"]);
+    }
+
+    #[test]
+    fn usage_below_zero_is_reported() {
+        let mut log = Log::funded("1");
+        assert_eq!(log.append(consumed("3")), ["negative_balance"]);
+        // A grant may leave a bucket negative (debt); usage may not deepen it.
+        assert!(log.append(grant("1")).is_empty());
+    }
+
+    #[test]
+    fn closing_a_reservation_that_is_not_open_is_reported() {
+        let mut log = Log::funded("10");
+        let capture = EventData::ReservationCaptured(ReservationCaptured {
+            reservation_id: Id::new_v7(),
+            service: Service::parse("email").unwrap(),
+            credits: Credits::parse("1").unwrap(),
+            drawn: vec![],
+            returned: vec![],
+        });
+        assert_eq!(log.append(capture), ["replay"]);
+        // Its postings moved reserve to revenue that the replay never held.
+        assert_eq!(log.finish(), ["totals"]);
+    }
+
+    #[test]
+    fn a_grant_for_a_payment_never_captured_is_reported() {
+        let mut log = Log::funded("10");
+        let mut g = grant("5");
+        if let EventData::CreditsGranted(c) = &mut g {
+            c.source = GrantSource::Topup;
+            c.payment_id = Some("pay_x".into());
+        }
+        let key = IdempotencyKey::parse("topup:pay_x").unwrap();
+        let found = log.append_with(g, |e| e.idempotency_key = Some(key), |_| {});
+        assert_eq!(found, ["topup_grant"]);
+    }
+
+    #[test]
+    fn read_models_that_differ_from_the_replay_are_reported() {
+        let mut log = Log::funded("10");
+        let mut rows = ReadModelRows::new();
+        rows.insert(
+            ("acme".into(), "general".into()),
+            (Decimal::new(9, 0), Decimal::ZERO),
+        );
+        log.verifier.compare_with(2, rows);
+        assert_eq!(log.finish(), ["read_model"]);
     }
 
     fn refused(code: ErrorCode, details: serde_json::Value) -> EventData {

@@ -19,6 +19,7 @@ use std::time::Duration;
 use async_nats::jetstream::stream::Stream;
 use ledger_projections::fold::SCHEMA_VERSIONS;
 use ledger_projections::projector::Reader;
+use ledger_projections::sift::Sifter;
 use ledger_schemas::{AccountId, EventType, Id, Timestamp};
 use tokio_util::sync::CancellationToken;
 
@@ -31,6 +32,8 @@ const REFRESH_EVERY: Duration = Duration::from_millis(250);
 /// The shortest time between two commits of the index (its lag, at most,
 /// when the log is quiet; memory covers the keys meanwhile).
 const COMMIT_INTERVAL_MIN: Duration = Duration::from_millis(25);
+/// The indexer's name among the readers that keep chain heads.
+const SIFTER: &str = "key_index";
 /// Wait after a failure before trying again.
 const RETRY_WAIT: Duration = Duration::from_secs(1);
 
@@ -200,6 +203,7 @@ impl Indexer {
         let mut reader = Reader::open(&self.stream, position + 1)
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
+        let mut sifter = Sifter::new(SIFTER, false);
         let mut last_commit = tokio::time::Instant::now();
         loop {
             // At most one commit per COMMIT_INTERVAL_MIN: under light traffic
@@ -215,20 +219,10 @@ impl Indexer {
             };
             last_commit = tokio::time::Instant::now();
             let batch = batch.ok_or_else(|| anyhow::anyhow!("the event stream ended"))??;
-            let mut fold = Batch::default();
-            let mut last = position;
-            for (seq, payload) in batch.into_iter().filter(|(seq, _)| *seq > position) {
-                last = seq;
-                // A message the ledger cannot read holds no key it wrote (or
-                // one of a newer version, which its writers cannot read
-                // either): skipped, so it never stops the command side.
-                if let Err(e) = fold.add(seq, &payload) {
-                    tracing::warn!(seq, error = %e, "key indexer skips a message");
-                }
-            }
-            if last == position {
+            let batch: Vec<_> = batch.into_iter().filter(|r| r.seq > position).collect();
+            let Some(last) = batch.last().map(|r| r.seq) else {
                 continue;
-            }
+            };
             let tx = client.transaction().await?;
             let stored = read_checkpoint_for_update(&tx).await?;
             if stored != position {
@@ -236,11 +230,29 @@ impl Indexer {
                 tx.rollback().await?;
                 position = stored;
                 self.checkpoint.set(position);
+                sifter = Sifter::new(SIFTER, false);
                 reader = Reader::open(&self.stream, position + 1)
                     .await
                     .map_err(|e| anyhow::anyhow!(e))?;
                 continue;
             }
+            sifter
+                .load(&tx, batch.iter().map(|r| r.subject.as_str()))
+                .await?;
+            let mut fold = Batch::default();
+            for raw in &batch {
+                // What the ledger did not write holds no key it gave.
+                if !sifter.sift(raw.seq, &raw.message()) {
+                    continue;
+                }
+                // A genuine event the ledger cannot read (a newer version,
+                // which its writers cannot read either) is skipped, so it
+                // never stops the command side.
+                if let Err(e) = fold.add(raw.seq, &raw.payload) {
+                    tracing::warn!(seq = raw.seq, error = %e, "key indexer skips an event");
+                }
+            }
+            sifter.save(&tx).await?;
             write(&tx, &fold).await?;
             tx.execute(
                 "UPDATE ledger_cmd.key_index_checkpoint SET stream_seq = $1, updated_at = now()",
@@ -333,6 +345,7 @@ pub async fn reset(pool: &deadpool_postgres::Pool) -> anyhow::Result<()> {
          UPDATE ledger_cmd.key_index_checkpoint SET stream_seq = 0, updated_at = now();",
     )
     .await?;
+    ledger_projections::sift::reset(&*tx, SIFTER).await?;
     tx.commit().await?;
     Ok(())
 }

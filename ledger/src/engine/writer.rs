@@ -48,7 +48,11 @@ pub(super) struct Writer {
     generation: u64,
     loaded: bool,
     state: Account,
+    /// The subject's last stream seq this writer has read or written,
+    /// messages the ledger did not write included (they are skipped, but
+    /// the next append expects them).
     last_seq: u64,
+    /// The chain value of the subject's last genuine event.
     chain: ChainHash,
     keys: KeyCache,
     /// Whether the index may hold keys of this account that memory does not
@@ -116,8 +120,17 @@ impl Writer {
             if !jobs.is_empty() {
                 self.process(jobs).await;
             }
-            for b in balances {
-                let _ = b.send(self.balance_reply());
+            if !balances.is_empty() {
+                // Another process may have appended since this one last
+                // looked: a read reflects every event the log holds when
+                // it is answered.
+                let reply = match self.refresh().await {
+                    Ok(()) => self.balance_reply(),
+                    Err(e) => Err(e.to_body()),
+                };
+                for b in balances {
+                    let _ = b.send(reply.clone());
+                }
             }
         }
         // Stop taking commands, then answer what is still queued.
@@ -150,7 +163,7 @@ impl Writer {
     /// Applies the subject's events after `last_seq` (another writer's, or
     /// ours whose ack was lost), remembering the keys of those after `indexed`.
     async fn catch_up(&mut self, indexed: u64) -> Result<(), EngineError> {
-        let events = read::events_after(
+        let read = read::events_after(
             self.engine.store().client(),
             self.engine.store().stream(),
             &self.subject,
@@ -159,10 +172,10 @@ impl Writer {
         )
         .await
         .map_err(store_error)?;
-        for e in events {
+        self.last_seq = read.last_seq;
+        self.chain = read.chain;
+        for e in read.events {
             self.state.evolve(&e.envelope.body);
-            self.last_seq = e.seq;
-            self.chain = e.chain;
             if e.envelope.idempotency_key.is_none() {
                 continue;
             }
@@ -175,6 +188,17 @@ impl Writer {
             {
                 self.keys.insert(key, remembered);
             }
+        }
+        Ok(())
+    }
+
+    /// Catches up when the subject holds messages after `last_seq`.
+    async fn refresh(&mut self) -> Result<(), EngineError> {
+        let last = read::last_on_subject(self.engine.store().stream(), &self.subject)
+            .await
+            .map_err(store_error)?;
+        if last.is_some_and(|(seq, _)| seq != self.last_seq) {
+            self.catch_up(self.engine.index_checkpoint()).await?;
         }
         Ok(())
     }
@@ -193,7 +217,8 @@ impl Writer {
             ChainHash::GENESIS,
         )
         .await
-        .map_err(store_error)?;
+        .map_err(store_error)?
+        .events;
         let seqs: HashMap<u64, &Indexed> = wanted.iter().map(|w| (w.seq, w)).collect();
         let mut state = Account::new(self.account.clone());
         let mut found = Vec::with_capacity(wanted.len());
@@ -418,7 +443,7 @@ impl Writer {
                     tokio::time::sleep(wait).await;
                     wait *= 2;
                     match read::last_on_subject(self.engine.store().stream(), &self.subject).await {
-                        Ok(Some((seq, chain))) if chain == final_chain => {
+                        Ok(Some((seq, Some(chain)))) if chain == final_chain => {
                             return Ok(Appended {
                                 last_seq: seq,
                                 count: messages.len(),

@@ -21,9 +21,9 @@ use super::StoreError;
 /// The server's limit on messages in one atomic batch.
 pub const BATCH_MESSAGES_MAX: usize = 1000;
 
-pub const HEADER_EVENT_TYPE: &str = "Ledger-Event-Type";
+pub const HEADER_EVENT_TYPE: &str = ledger_schemas::genuine::EVENT_TYPE_HEADER;
 pub const HEADER_EXPECTED_SUBJECT_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
-const HEADER_MSG_ID: &str = "Nats-Msg-Id";
+const HEADER_MSG_ID: &str = ledger_schemas::genuine::MSG_ID_HEADER;
 const HEADER_BATCH_ID: &str = "Nats-Batch-Id";
 const HEADER_BATCH_SEQ: &str = "Nats-Batch-Sequence";
 const HEADER_BATCH_COMMIT: &str = "Nats-Batch-Commit";

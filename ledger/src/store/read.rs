@@ -1,6 +1,7 @@
 //! Reading events back: an aggregate's last message (direct get), and its
-//! events after a known sequence (an ordered consumer on its subject), each
-//! checked against the `Ledger-Chain` as it is read.
+//! events after a known sequence (batched direct gets), each judged against
+//! its subject's chain as it is read: a message the ledger did not write is
+//! skipped, and the aggregate goes on from its last genuine event.
 
 use async_nats::Client;
 use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
@@ -18,14 +19,21 @@ pub struct StoredEvent {
     pub chain: ChainHash,
 }
 
-fn chain_of(headers: Option<&async_nats::HeaderMap>, seq: u64) -> Result<ChainHash, StoreError> {
-    let value = headers
-        .and_then(|h| h.get(CHAIN_HEADER))
-        .ok_or_else(|| StoreError::Corrupt(format!("seq {seq}: no {CHAIN_HEADER} header")))?;
-    value
-        .as_str()
-        .parse()
-        .map_err(|e| StoreError::Corrupt(format!("seq {seq}: {e}")))
+/// A subject's genuine events after a position, and where it stands.
+#[derive(Debug, Clone)]
+pub struct SubjectRead {
+    pub events: Vec<StoredEvent>,
+    /// The subject's last stream seq read, foreign messages included: the
+    /// sequence the next append expects.
+    pub last_seq: u64,
+    /// The chain value of the last genuine event: the next append's link.
+    pub chain: ChainHash,
+    /// Messages skipped as not the ledger's: (stream seq, why).
+    pub foreign: Vec<(u64, String)>,
+}
+
+fn chain_of(headers: &async_nats::HeaderMap) -> Option<ChainHash> {
+    headers.get(CHAIN_HEADER)?.as_str().parse().ok()
 }
 
 fn decode(seq: u64, payload: &Bytes) -> Result<EventEnvelope, StoreError> {
@@ -33,14 +41,15 @@ fn decode(seq: u64, payload: &Bytes) -> Result<EventEnvelope, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("seq {seq}: unreadable event: {e}")))
 }
 
-/// The last event on `subject`: its sequence and chain, or `None` when the
-/// subject holds nothing yet.
+/// The last message on `subject`: its sequence and chain value (`None`
+/// when it has none: not the ledger's), or `None` when the subject holds
+/// nothing yet.
 pub async fn last_on_subject(
     stream: &Stream,
     subject: &str,
-) -> Result<Option<(u64, ChainHash)>, StoreError> {
+) -> Result<Option<(u64, Option<ChainHash>)>, StoreError> {
     match stream.direct_get_last_for_subject(subject).await {
-        Ok(m) => Ok(Some((m.sequence, chain_of(Some(&m.headers), m.sequence)?))),
+        Ok(m) => Ok(Some((m.sequence, chain_of(&m.headers)))),
         Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => Ok(None),
         Err(e) => Err(StoreError::Unavailable(e.to_string())),
     }
@@ -49,9 +58,10 @@ pub async fn last_on_subject(
 /// Messages asked for in one batched direct get.
 const DIRECT_BATCH_MAX: usize = 1000;
 
-/// Events on `subject` after stream sequence `after`, up to the subject's
-/// current last event, checking that each links to the one before, starting
-/// from `chain` (the chain value at `after`).
+/// The genuine events on `subject` after stream sequence `after`, up to the
+/// subject's current last message, each judged against the chain from
+/// `chain` (the chain value of the last genuine event at or before `after`).
+/// A genuine event this code cannot read is an error.
 ///
 /// Read with batched direct gets (ADR-31: `next_by_subj` with `batch`, ended
 /// by a `204 EOB` status), so loading an aggregate creates no consumer: a
@@ -63,13 +73,18 @@ pub async fn events_after(
     subject: &str,
     after: u64,
     mut chain: ChainHash,
-) -> Result<Vec<StoredEvent>, StoreError> {
+) -> Result<SubjectRead, StoreError> {
+    let mut read = SubjectRead {
+        events: Vec::new(),
+        last_seq: after,
+        chain,
+        foreign: Vec::new(),
+    };
     let Some((last, _)) = last_on_subject(stream, subject).await? else {
-        return Ok(Vec::new());
+        return Ok(read);
     };
     let unavailable = |e: &dyn std::fmt::Display| StoreError::Unavailable(e.to_string());
     let api = format!("$JS.API.DIRECT.GET.{}", stream.cached_info().config.name);
-    let mut out = Vec::new();
     let mut next = after + 1;
     while next <= last {
         let inbox = client.new_inbox();
@@ -115,27 +130,32 @@ pub async fn events_after(
             if seq > last {
                 continue;
             }
-            let stored = chain_of(msg.headers.as_ref(), seq)?;
-            let expected = chain.next(&msg.payload);
-            if stored != expected {
-                return Err(StoreError::Corrupt(format!(
-                    "seq {seq} on {subject}: {CHAIN_HEADER} is {stored}, the chain gives {expected}"
-                )));
-            }
-            chain = stored;
-            out.push(StoredEvent {
-                seq,
-                envelope: decode(seq, &msg.payload)?,
-                chain,
-            });
             next = seq + 1;
             got += 1;
+            read.last_seq = seq;
+            let m = ledger_projections::sift::message(subject, msg.headers.as_ref(), &msg.payload);
+            match ledger_schemas::genuine::judge(&m, &chain) {
+                Ok(stored) => {
+                    chain = stored;
+                    read.events.push(StoredEvent {
+                        seq,
+                        envelope: decode(seq, &msg.payload)?,
+                        chain,
+                    });
+                }
+                Err(why) => {
+                    tracing::warn!(seq, subject, reason = %why,
+                        "skipping a message the ledger did not write");
+                    read.foreign.push((seq, why.to_string()));
+                }
+            }
         }
         if got == 0 {
             break;
         }
     }
-    Ok(out)
+    read.chain = chain;
+    Ok(read)
 }
 
 /// How long one batched direct get waits for each reply.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ledger_cli::{Role, start};
-use ledger_projections::projector::{Projection, Projector};
+use ledger_projections::projector::{Projection, Projector, StatusBoard};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -479,46 +479,56 @@ async fn an_unknown_schema_version_stops_the_projector_with_the_event_named() {
     let client = servers.client().await;
     funded(&client, "ok", "1").await;
     running.stop().await.unwrap();
-    // An event from a future version of the ledger.
+    // An event from a future version of the ledger: genuine (chained, its
+    // headers and envelope agree), but not one this version can read.
     let js = async_nats::jetstream::new(client.clone());
     let future = json!({"event_id": "01900000-0000-7000-8000-000000000009", "type": "credits_granted",
-        "schema_version": 99, "account_id": "ok", "data": {}});
-    let mut h = async_nats::HeaderMap::new();
-    h.insert("Ledger-Chain", "00");
-    let ack = js
-        .publish_with_headers("ledger.events.acct.future", h, future.to_string().into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+        "schema_version": 99, "account_id": "future", "data": {}});
+    let seq = publish_chained(&client, "ledger.events.acct.future", &future).await;
     twin(&servers, "strict").await;
     let stream = js.get_stream("LEDGER").await.unwrap();
+    let status = StatusBoard::default();
     let p = Projector {
         projection: Projection::Accounts,
         database_url: db_url(&servers, "strict"),
         stream,
-        status: Default::default(),
+        status: status.clone(),
     };
-    let result = tokio::time::timeout(Duration::from_secs(20), p.run(CancellationToken::new()))
-        .await
-        .expect("the projector stops instead of waiting");
-    let message = result.unwrap_err().to_string();
-    assert!(
-        message.contains(&format!("stream seq {}", ack.sequence)),
-        "{message}"
-    );
-    assert!(message.contains("schema_version 99"), "{message}");
-    // Everything before it was applied; nothing after.
+    let token = CancellationToken::new();
+    let run = tokio::spawn(p.run(token.clone()));
+    // It stops on the event, records where and why, and ends nothing else:
+    // it waits for the process's shutdown.
     let c = pg(&db_url(&servers, "strict")).await;
-    let cp: i64 = c
-        .query_one(
-            "SELECT stream_seq FROM ledger.projection_checkpoints WHERE projection = 'accounts'",
+    let stopped = wait_for(Duration::from_secs(20), || async {
+        c.query_opt(
+            "SELECT stream_seq, stopped_at_seq, stopped_reason FROM ledger.projection_checkpoints \
+             WHERE projection = 'accounts' AND stopped_at_seq IS NOT NULL",
             &[],
         )
         .await
         .unwrap()
-        .get(0);
-    assert_eq!(cp as u64, ack.sequence - 1);
+    })
+    .await;
+    let (cp, at, reason): (i64, i64, String) = (stopped.get(0), stopped.get(1), stopped.get(2));
+    assert_eq!(at as u64, seq);
+    assert!(reason.contains("schema_version 99"), "{reason}");
+    // Everything before it was applied; nothing after.
+    assert_eq!(cp as u64, seq - 1);
+    let board = status.lock().unwrap()["accounts"].clone();
+    assert!(!board.active);
+    assert!(
+        board
+            .stopped
+            .unwrap()
+            .contains(&format!("stream seq {seq}"))
+    );
+    assert!(
+        !run.is_finished(),
+        "a stopped projector does not end its process"
+    );
+    token.cancel();
+    run.await.unwrap().unwrap();
+    drop(c);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -614,5 +624,90 @@ async fn operations_see_each_projector_and_its_lag() {
         .await
         .unwrap();
     assert_eq!(denied.status().as_u16(), 401);
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_polling_balances_while_commands_land_never_sees_a_torn_read() {
+    let servers = Servers::start().await;
+    let running = start(&servers.config(), Role::All).await.unwrap();
+    let client = servers.client().await;
+    funded(&client, "torn", "1000").await;
+    funded(&client, "other", "1000").await;
+    let url = format!("http://{}/v1/accounts/torn/balances", running.http_addr);
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let r = http.get(&url).bearer_auth(ADMIN).send().await.unwrap();
+                if r.status() == 200 {
+                    let b: Value = r.json().await.unwrap();
+                    let general = Decimal::from_str(b["buckets"]["general"].as_str().unwrap());
+                    seen.push((b["as_of_seq"].as_u64().unwrap(), general.unwrap()));
+                }
+            }
+            seen
+        })
+    };
+    // Commands land on the account and on another one (which moves the
+    // checkpoint without moving this account's rows).
+    for i in 0..150 {
+        for account in ["torn", "other"] {
+            let r = cmd(
+                &client,
+                "consume",
+                json!({"idempotency_key": format!("t-{i}"),
+                "account_id": account, "service": "email", "quantity": 1, "credits": "0.01"}),
+            )
+            .await;
+            assert!(code(&r).is_none(), "{r}");
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let seen = reader.await.unwrap();
+    // The balance after every event of the account, by stream seq.
+    let stream = stream(&client).await;
+    let log = ledger::store::read::events_after(
+        &client,
+        &stream,
+        "ledger.events.acct.torn",
+        0,
+        ledger_schemas::ChainHash::GENESIS,
+    )
+    .await
+    .unwrap()
+    .events;
+    let mut account =
+        ledger::domain::Account::new(ledger_schemas::AccountId::parse("torn").unwrap());
+    let mut after: Vec<(u64, Decimal)> = Vec::new();
+    for e in &log {
+        account.evolve(&e.envelope.body);
+        after.push((e.seq, account.balance(&ledger_schemas::Bucket::general())));
+    }
+    assert!(
+        seen.len() > 50,
+        "the reader read while commands landed: {}",
+        seen.len()
+    );
+    let distinct: std::collections::BTreeSet<u64> = seen.iter().map(|s| s.0).collect();
+    assert!(
+        distinct.len() > 10,
+        "reads spread over the load: {distinct:?}"
+    );
+    for (as_of, general) in &seen {
+        let want = after
+            .iter()
+            .take_while(|(seq, _)| seq <= as_of)
+            .last()
+            .map(|(_, b)| *b)
+            .unwrap();
+        assert_eq!(
+            *general, want,
+            "as_of_seq {as_of} with the balance of another position"
+        );
+    }
     running.stop().await.unwrap();
 }

@@ -100,6 +100,32 @@ pub fn spawn_ledger(servers: &Servers, role: &str, env: &[(&str, &str)]) -> toki
     command.spawn().expect("the ledger binary starts")
 }
 
+/// A loopback port nothing listens on (for a process's HTTP address).
+pub async fn free_port() -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A `ledger serve --role ROLE` process with its HTTP on a known address,
+/// once it answers `/readyz`.
+pub async fn serve_ledger(
+    servers: &Servers,
+    role: &str,
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, String) {
+    let addr = format!("127.0.0.1:{}", free_port().await);
+    let mut env = env.to_vec();
+    env.push(("LEDGER_HTTP_ADDR", &addr));
+    let child = spawn_ledger(servers, role, &env);
+    let url = format!("http://{addr}");
+    wait_for(Duration::from_secs(60), || async {
+        let r = reqwest::get(format!("{url}/readyz")).await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    (child, url)
+}
+
 /// Runs `ledger ARGS` against these servers to its end.
 pub fn run_ledger(servers: &Servers, args: &[&str]) -> std::process::Output {
     let config = servers.config();
@@ -154,6 +180,66 @@ pub async fn publish(
         .expect("durably accepted");
 }
 
+/// Publishes `payload` straight onto stream `LEDGER` with `headers`, as a
+/// client on the bus could; its stream seq once stored.
+pub async fn publish_raw(
+    client: &async_nats::Client,
+    subject: &str,
+    headers: &[(&str, &str)],
+    payload: impl Into<bytes::Bytes>,
+) -> u64 {
+    let js = async_nats::jetstream::new(client.clone());
+    let mut h = async_nats::HeaderMap::new();
+    for (k, v) in headers {
+        h.insert(*k, *v);
+    }
+    js.publish_with_headers(subject.to_owned(), h, payload.into())
+        .await
+        .unwrap()
+        .await
+        .expect("stored")
+        .sequence
+}
+
+/// Publishes `event` onto `subject` exactly as the ledger writes: its id as
+/// `Nats-Msg-Id`, its type header, and the chain value that follows the
+/// subject's last message (a newer ledger's event, or a forgery by someone
+/// who recomputes the chain).
+pub async fn publish_chained(client: &async_nats::Client, subject: &str, event: &Value) -> u64 {
+    let stream = stream(client).await;
+    let previous = match read::last_on_subject(&stream, subject).await.unwrap() {
+        Some((_, chain)) => chain.expect("the subject's last message is chained"),
+        None => ChainHash::GENESIS,
+    };
+    let payload = event.to_string();
+    let chain = previous.next(payload.as_bytes()).to_hex();
+    let headers = [
+        ("Nats-Msg-Id", event["event_id"].as_str().unwrap()),
+        ("Ledger-Event-Type", event["type"].as_str().unwrap()),
+        ("Ledger-Chain", chain.as_str()),
+    ];
+    publish_raw(client, subject, &headers, payload).await
+}
+
+/// Polls `probe` until it gives something, at most `limit`.
+pub async fn wait_for<T, F, Fut>(limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {limit:?} in vain"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Sends command `name` over NATS and returns the JSON reply.
 pub async fn cmd(client: &async_nats::Client, name: &str, body: Value) -> Value {
     let reply = tokio::time::timeout(
@@ -196,7 +282,8 @@ pub async fn log_of(client: &async_nats::Client, account: &str) -> Vec<EventEnve
     let subject = format!("ledger.events.acct.{account}");
     read::events_after(client, &stream, &subject, 0, ChainHash::GENESIS)
         .await
-        .expect("the log reads and its chain holds")
+        .expect("the log reads")
+        .events
         .into_iter()
         .map(|e| e.envelope)
         .collect()
