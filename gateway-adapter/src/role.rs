@@ -43,13 +43,21 @@ fn state(p: &Process, ledger: &Config, config: &GatewayConfig) -> anyhow::Result
 /// the reconciliation poller, and `GET /v1/topups/{id}`.
 pub fn gateway(p: &mut Process, ledger: &Config, config: &GatewayConfig) -> anyhow::Result<()> {
     let state = state(p, ledger, config)?;
-    if !state.gateway.configured() {
-        tracing::warn!("Razorpay is not configured: top-up endpoints answer unavailable");
-    }
     p.route(crate::http::router(state.clone()));
     p.route(crate::http::read_router(state.clone()));
-    let token = p.shutdown.clone();
-    p.spawn(crate::poller::run(state.gateway, token));
+    // Only a process that can reach Razorpay reconciles: another would
+    // claim open top-ups it cannot check and push them back.
+    if state.gateway.configured() {
+        let token = p.shutdown.clone();
+        p.spawn(crate::poller::run(state.gateway, token));
+    } else {
+        tracing::warn!(
+            "Razorpay is not configured (LEDGER_RAZORPAY_KEY_ID, LEDGER_RAZORPAY_KEY_SECRET, \
+             LEDGER_RAZORPAY_WEBHOOK_SECRET): this process creates no top-ups, takes no \
+             webhooks (they answer unavailable, so Razorpay retries elsewhere) and runs no \
+             reconciliation"
+        );
+    }
     Ok(())
 }
 
