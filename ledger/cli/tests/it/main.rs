@@ -4,7 +4,9 @@
 mod audit;
 mod batches;
 mod commands;
+mod demo;
 mod faults;
+mod foreign;
 mod inputs;
 mod intake;
 mod keys;

@@ -13,7 +13,9 @@ use ledger_gateway_adapter::signature::sign;
 use ledger_schemas::{EventData, GrantSource};
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN, Servers, cmd, code, log_of, rules, verify_stream};
+use crate::support::{
+    ADMIN, Servers, cmd, code, free_port, log_of, rules, serve_ledger, verify_stream,
+};
 
 const KEY_ID: &str = "rzp_test_k";
 const KEY_SECRET: &str = "s3cret-key";
@@ -33,11 +35,6 @@ struct Shop {
     addr: SocketAddr,
     config: Settings,
     http: reqwest::Client,
-}
-
-async fn free_port() -> u16 {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap().port()
 }
 
 /// Which processes run the roles.
@@ -857,4 +854,92 @@ async fn a_top_up_is_found_before_its_read_model_row_and_an_unknown_one_is_404()
         let (status, e) = shop.checkout(id, &o, &p).await;
         assert_eq!((status, code(&e)), (404, Some("unknown_topup")), "{e}");
     }
+}
+
+/// `POST /v1/commands/{name}` on the process at `url`.
+async fn command_at(url: &str, name: &str, body: Value) -> Value {
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/v1/commands/{name}"))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    resp.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_second_process_without_razorpay_reads_fresh_and_steals_no_reconciliation() {
+    let shop = Shop::open(1).await;
+    shop.webhook_mode(json!({"drop": true})).await;
+    // A second `ledger serve --role all` on the same accounts, without
+    // Razorpay settings, its poller (if it had one) ticking fast.
+    let (mut bare, bare_url) = serve_ledger(
+        &shop.servers,
+        "all",
+        &[("LEDGER_RECONCILE_TICK_MS", "20"), ("RUST_LOG", "warn")],
+    )
+    .await;
+    let shop_url = format!("http://{}", shop.addr);
+
+    // Reads right after a write through the other process see the write,
+    // over HTTP on each process and over NATS (either may answer).
+    shop.account("fresh").await;
+    let nats = shop.servers.client().await;
+    let balance = |v: &Value| v["balances"]["general"].as_str().unwrap().to_owned();
+    let mut expected = rust_decimal::Decimal::ZERO;
+    for i in 0..6 {
+        let (writer, reader) = if i % 2 == 0 {
+            (&shop_url, &bare_url)
+        } else {
+            (&bare_url, &shop_url)
+        };
+        // The reader holds the account in memory before the write.
+        let before = command_at(reader, "get_balance", json!({"account_id": "fresh"})).await;
+        assert_eq!(balance(&before), expected.to_string(), "{before}");
+        let r = command_at(
+            writer,
+            "grant",
+            json!({"idempotency_key": format!("fresh-{i}"), "account_id": "fresh",
+                   "bucket": "general", "credits": "10", "source": "promotion"}),
+        )
+        .await;
+        assert!(code(&r).is_none(), "{r}");
+        expected += rust_decimal::Decimal::from(10);
+        let after = command_at(reader, "get_balance", json!({"account_id": "fresh"})).await;
+        assert_eq!(
+            balance(&after),
+            expected.to_string(),
+            "read after write: {after}"
+        );
+        let over_nats = cmd(&nats, "get_balance", json!({"account_id": "fresh"})).await;
+        assert_eq!(balance(&over_nats), expected.to_string(), "{over_nats}");
+    }
+
+    // A top-up whose webhooks are all lost completes by reconciliation, on
+    // the process that can reach Razorpay; the other takes none of it.
+    for (i, usd) in ["3.00", "4.00", "5.00"].iter().enumerate() {
+        let account = format!("lost-{i}");
+        let (t, o) = shop.topup(&account, usd).await;
+        shop.pay(&o, paid("upi")).await;
+        shop.wait_status(&t, "credited").await;
+        shop.assert_grants(&account, &[usd.trim_end_matches(".00")])
+            .await;
+    }
+    let db = shop.servers.db().await;
+    let attempts: i64 = db
+        .query_one(
+            "SELECT coalesce(max(attempts), 0)::int8 FROM ledger_cmd.topup_polls",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        attempts <= 3,
+        "no failed attempts pushed a top-up back: {attempts}"
+    );
+    assert!(bare.try_wait().unwrap().is_none());
+    drop(db);
+    bare.kill().await.unwrap();
 }
