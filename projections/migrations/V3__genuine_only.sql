@@ -8,7 +8,7 @@ CREATE TABLE ledger.chain_heads (
     reader     text   NOT NULL,
     subject    text   NOT NULL,
     stream_seq bigint NOT NULL,
-    chain      text   NOT NULL,
+    chain      bytea  NOT NULL,
     PRIMARY KEY (reader, subject)
 );
 

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::{self, Tables};
 use crate::fold::{self, AccountsFold, FoldError, TopupsFold};
-use crate::sift::Sifter;
+use crate::sift::{Sifter, Verdict};
 
 /// The projectors, one per group of read models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -300,22 +300,22 @@ impl Projector {
             let mut events: Vec<(u64, EventEnvelope)> = Vec::with_capacity(batch.len());
             let mut unreadable = None;
             let mut last = position;
-            for raw in &batch {
-                let chain = match sifter.judge(&raw.message()) {
-                    Ok(chain) => chain,
-                    Err(why) => {
+            for mut raw in batch {
+                let decoded = match raw.event.take() {
+                    Some(d) => d,
+                    None => fold::decode(raw.seq, &raw.payload),
+                };
+                match sifter.verdict(&raw.message(), decoded) {
+                    Verdict::Genuine(chain, event) => {
+                        sifter.keep(raw.seq, &raw.subject, chain);
+                        events.push((raw.seq, *event));
+                        last = raw.seq;
+                    }
+                    Verdict::Foreign(why) => {
                         sifter.skip(raw.seq, &raw.subject, why);
                         last = raw.seq;
-                        continue;
                     }
-                };
-                match fold::decode(raw.seq, &raw.payload) {
-                    Ok(e) => {
-                        sifter.keep(raw.seq, &raw.subject, chain);
-                        events.push((raw.seq, e));
-                        last = raw.seq;
-                    }
-                    Err(e) => {
+                    Verdict::Unreadable(e) => {
                         unreadable = Some((raw.seq, e));
                         break;
                     }
@@ -370,7 +370,7 @@ impl Projector {
 
     /// Starts reading the stream after `position`, ahead of the batches.
     async fn open(&self, position: u64) -> Result<Reader, Stop> {
-        Reader::open(&self.stream, position + 1)
+        Reader::open_decoded(&self.stream, position + 1)
             .await
             .map_err(|e| Stop::Passing(anyhow::anyhow!(e)))
     }
@@ -383,6 +383,8 @@ pub struct Raw {
     pub subject: async_nats::Subject,
     pub headers: Option<async_nats::HeaderMap>,
     pub payload: bytes::Bytes,
+    /// The payload decoded, when the reader decodes ahead.
+    pub event: Option<Result<EventEnvelope, FoldError>>,
 }
 
 impl Raw {
@@ -402,6 +404,16 @@ pub struct Reader {
 impl Reader {
     /// Starts reading at stream seq `start`.
     pub async fn open(stream: &Stream, start: u64) -> Result<Reader, async_nats::Error> {
+        Self::start(stream, start, false).await
+    }
+
+    /// The same, decoding each payload as it reads ([`Raw::event`]), on
+    /// the reader's task, ahead of the caller.
+    pub async fn open_decoded(stream: &Stream, start: u64) -> Result<Reader, async_nats::Error> {
+        Self::start(stream, start, true).await
+    }
+
+    async fn start(stream: &Stream, start: u64, decode: bool) -> Result<Reader, async_nats::Error> {
         let mut messages = ordered_from(stream, start, None).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(BATCH_EVENTS_MAX * 2);
         let task = tokio::spawn(async move {
@@ -409,11 +421,13 @@ impl Reader {
                 let item = next.map_err(|e| e.to_string()).and_then(|m| {
                     let seq = m.info().map_err(|e| e.to_string())?.stream_sequence;
                     let m = m.split().0;
+                    let event = decode.then(|| fold::decode(seq, &m.payload));
                     Ok(Raw {
                         seq,
                         subject: m.subject,
                         headers: m.headers,
                         payload: m.payload,
+                        event,
                     })
                 });
                 let failed = item.is_err();

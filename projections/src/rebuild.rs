@@ -18,7 +18,7 @@ use ledger_schemas::EventEnvelope;
 use crate::db::{self, Tables};
 use crate::fold;
 use crate::projector::{Projection, State};
-use crate::sift::Sifter;
+use crate::sift::{Sifter, Verdict};
 
 /// Events folded per shadow transaction during a rebuild.
 pub const REBUILD_BATCH_EVENTS_MAX: usize = 20_000;
@@ -180,19 +180,13 @@ async fn decode_ahead(
         if seq > until {
             break;
         }
-        let chain = match sifter.judge(&next.message()) {
-            Ok(chain) => chain,
-            Err(why) => {
-                sifter.skip(seq, &next.subject, why);
-                continue;
-            }
-        };
-        match fold::decode(seq, &next.payload) {
-            Ok(e) => {
+        match sifter.verdict(&next.message(), fold::decode(seq, &next.payload)) {
+            Verdict::Genuine(chain, event) => {
                 sifter.keep(seq, &next.subject, chain);
-                batch.push((seq, e));
+                batch.push((seq, *event));
             }
-            Err(e) => {
+            Verdict::Foreign(why) => sifter.skip(seq, &next.subject, why),
+            Verdict::Unreadable(e) => {
                 let _ = tx.send(Err(e.into())).await;
                 return sifter;
             }

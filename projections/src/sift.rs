@@ -9,7 +9,9 @@
 use std::collections::{HashMap, HashSet};
 
 use async_nats::HeaderMap;
-use ledger_schemas::ChainHash;
+use ledger_schemas::{ChainHash, EventEnvelope};
+
+use crate::fold::FoldError;
 use ledger_schemas::genuine::{self, Message};
 use tokio_postgres::GenericClient;
 
@@ -30,6 +32,17 @@ pub fn message<'a>(
         chain: get(ledger_schemas::CHAIN_HEADER),
         payload,
     }
+}
+
+/// What a reader makes of one message.
+#[derive(Debug)]
+pub enum Verdict {
+    /// The ledger's event: its chain value, and the event.
+    Genuine(ChainHash, Box<EventEnvelope>),
+    /// Not the ledger's: skip it.
+    Foreign(genuine::Foreign),
+    /// The ledger's, but this code cannot read it (a newer version).
+    Unreadable(FoldError),
 }
 
 /// A message the ledger did not write.
@@ -92,9 +105,9 @@ impl Sifter {
             )
             .await?;
         for row in rows {
-            let chain: &str = row.get(2);
-            // Only the sifter writes this column, always valid hex.
-            let chain = chain.parse().unwrap_or(ChainHash::GENESIS);
+            let chain: &[u8] = row.get(2);
+            // Only the sifter writes this column, always 32 bytes.
+            let chain = ChainHash::from_bytes(chain).unwrap_or(ChainHash::GENESIS);
             self.heads
                 .insert(row.get(0), (row.get::<_, i64>(1) as u64, chain));
         }
@@ -109,6 +122,26 @@ impl Sifter {
             .get(m.subject)
             .map_or(ChainHash::GENESIS, |(_, c)| *c);
         genuine::judge(m, &previous)
+    }
+
+    /// What `m` is, given its payload `decoded` (by [`crate::fold::decode`]):
+    /// the ledger's event (its chain value and the event), a foreign
+    /// message, or a genuine event this code cannot read. Moves nothing.
+    pub fn verdict(&self, m: &Message<'_>, decoded: Result<EventEnvelope, FoldError>) -> Verdict {
+        let previous = self
+            .heads
+            .get(m.subject)
+            .map_or(ChainHash::GENESIS, |(_, c)| *c);
+        match decoded {
+            Ok(event) => match genuine::judge_event(m, &previous, &event) {
+                Ok(chain) => Verdict::Genuine(chain, Box::new(event)),
+                Err(why) => Verdict::Foreign(why),
+            },
+            Err(e) => match genuine::judge(m, &previous) {
+                Ok(_) => Verdict::Unreadable(e),
+                Err(why) => Verdict::Foreign(why),
+            },
+        }
     }
 
     /// Moves `subject`'s head to the genuine event `seq`.
@@ -153,11 +186,11 @@ impl Sifter {
                 let (seq, chain) = self.heads[s];
                 subjects.push(s.as_str());
                 seqs.push(seq as i64);
-                chains.push(chain.to_hex());
+                chains.push(chain.as_bytes().to_vec());
             }
             c.execute(
                 "INSERT INTO ledger.chain_heads (reader, subject, stream_seq, chain) \
-                 SELECT $1, * FROM unnest($2::text[], $3::int8[], $4::text[]) \
+                 SELECT $1, * FROM unnest($2::text[], $3::int8[], $4::bytea[]) \
                  ON CONFLICT (reader, subject) DO UPDATE \
                  SET stream_seq = EXCLUDED.stream_seq, chain = EXCLUDED.chain",
                 &[&self.reader, &subjects, &seqs, &chains],

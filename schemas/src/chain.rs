@@ -28,6 +28,15 @@ impl ChainHash {
         ChainHash(h.finalize().into())
     }
 
+    /// The link from its 32 bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Option<ChainHash> {
+        bytes.try_into().ok().map(ChainHash)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }

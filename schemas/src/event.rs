@@ -565,9 +565,31 @@ events! {
     TopupAbandoned(TopupAbandoned) = "topup_abandoned",
 }
 
+impl EventType {
+    /// Whether events of this type live on their top-up's subject
+    /// (`ledger.events.topup.<topup_id>`) rather than their account's.
+    pub fn of_topup(self) -> bool {
+        matches!(
+            self,
+            EventType::TopupQuoted
+                | EventType::GatewayOrderCreated
+                | EventType::PaymentObserved
+                | EventType::PaymentCaptured
+                | EventType::PaymentFailed
+                | EventType::TopupQuarantined
+                | EventType::RefundProcessed
+                | EventType::TopupCredited
+                | EventType::DisputeOpened
+                | EventType::DisputeClosed
+                | EventType::TopupAbandoned
+        )
+    }
+}
+
 impl EventData {
     /// The top-up of an event stored on a top-up subject
     /// (`ledger.events.topup.<topup_id>`); `None` for account events.
+    /// Exactly the types [`EventType::of_topup`] names.
     pub fn topup_id(&self) -> Option<Id> {
         match self {
             EventData::TopupQuoted(t) => Some(t.topup_id),

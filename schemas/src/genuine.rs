@@ -16,6 +16,7 @@
 use std::borrow::Cow;
 
 use crate::chain::{CHAIN_HEADER, ChainHash};
+use crate::event::{EventEnvelope, EventType};
 
 /// The header naming an event's type.
 pub const EVENT_TYPE_HEADER: &str = "Ledger-Event-Type";
@@ -67,46 +68,57 @@ struct DataHead<'a> {
     topup_id: Option<Cow<'a, str>>,
 }
 
-/// Whether `m` is the ledger's event following `previous` (the chain value
-/// of its subject's last genuine event, [`ChainHash::GENESIS`] for none):
-/// its chain value when it is, and why not when it is not.
-pub fn judge(m: &Message<'_>, previous: &ChainHash) -> Result<ChainHash, Foreign> {
-    let foreign = |rule: &'static str, reason: String| Err(Foreign { rule, reason });
+/// Whether `m` links to its subject's chain after `previous`: its chain
+/// value when it does.
+pub fn links(m: &Message<'_>, previous: &ChainHash) -> Result<ChainHash, Foreign> {
+    let foreign = |reason: String| {
+        Err(Foreign {
+            rule: "chain",
+            reason,
+        })
+    };
     let Some(stored) = m.chain else {
-        return foreign("chain", format!("no {CHAIN_HEADER} header"));
+        return foreign(format!("no {CHAIN_HEADER} header"));
     };
     let stored: ChainHash = match stored.parse() {
         Ok(c) => c,
-        Err(e) => return foreign("chain", e.to_string()),
+        Err(e) => return foreign(e.to_string()),
     };
     let expected = previous.next(m.payload);
     if stored != expected {
-        return foreign(
-            "chain",
-            format!(
-                "{CHAIN_HEADER} {stored} does not follow the subject's chain (expected {expected})"
-            ),
-        );
+        return foreign(format!(
+            "{CHAIN_HEADER} {stored} does not follow the subject's chain (expected {expected})"
+        ));
     }
-    let head: Head<'_> = match serde_json::from_slice(m.payload) {
-        Ok(h) => h,
-        Err(e) => return foreign("envelope", format!("not an event envelope: {e}")),
-    };
-    if m.msg_id != Some(head.event_id.as_ref()) {
+    Ok(stored)
+}
+
+/// The headers and the subject agree with the envelope's id, type, account
+/// and top-up: a top-up's events live on `…topup.<topup_id>`, every other
+/// event on `…acct.<account_id>`.
+fn agrees(
+    m: &Message<'_>,
+    event_id: &str,
+    kind: &str,
+    account: &str,
+    topup: Option<&str>,
+) -> Result<(), Foreign> {
+    let foreign = |rule: &'static str, reason: String| Err(Foreign { rule, reason });
+    if m.msg_id != Some(event_id) {
         return foreign(
             "header",
             format!(
-                "{MSG_ID_HEADER} {:?} is not the event id {}",
-                m.msg_id, head.event_id
+                "{MSG_ID_HEADER} {:?} is not the event id {event_id}",
+                m.msg_id
             ),
         );
     }
-    if m.event_type != Some(head.kind.as_ref()) {
+    if m.event_type != Some(kind) {
         return foreign(
             "header",
             format!(
-                "{EVENT_TYPE_HEADER} {:?} is not the event type {}",
-                m.event_type, head.kind
+                "{EVENT_TYPE_HEADER} {:?} is not the event type {kind}",
+                m.event_type
             ),
         );
     }
@@ -116,17 +128,57 @@ pub fn judge(m: &Message<'_>, previous: &ChainHash) -> Result<ChainHash, Foreign
             .and_then(|s| s.strip_suffix(kind))
             .is_some_and(|s| s.ends_with('.'))
     };
-    let topup = head.data.as_ref().and_then(|d| d.topup_id.as_deref());
-    if !on("acct.", &head.account_id) && !topup.is_some_and(|t| on("topup.", t)) {
+    let of_topup = EventType::parse(kind).is_some_and(EventType::of_topup);
+    let own = match (of_topup, topup) {
+        (true, Some(t)) => on("topup.", t),
+        (true, None) => false,
+        (false, _) => on("acct.", account),
+    };
+    if !own {
         return foreign(
             "subject",
             format!(
-                "a {} event of account {} on subject {}",
-                head.kind, head.account_id, m.subject
+                "a {kind} event of account {account} on subject {}",
+                m.subject
             ),
         );
     }
-    Ok(stored)
+    Ok(())
+}
+
+/// Whether `m` is the ledger's event following `previous` (the chain value
+/// of its subject's last genuine event, [`ChainHash::GENESIS`] for none):
+/// its chain value when it is, and why not when it is not. Reads only the
+/// envelope's id, type, account and top-up, so it judges events of types
+/// and versions this code cannot read in full.
+pub fn judge(m: &Message<'_>, previous: &ChainHash) -> Result<ChainHash, Foreign> {
+    let chain = links(m, previous)?;
+    let head: Head<'_> = serde_json::from_slice(m.payload).map_err(|e| Foreign {
+        rule: "envelope",
+        reason: format!("not an event envelope: {e}"),
+    })?;
+    let topup = head.data.as_ref().and_then(|d| d.topup_id.as_deref());
+    agrees(m, &head.event_id, &head.kind, &head.account_id, topup)?;
+    Ok(chain)
+}
+
+/// [`judge`] for a message whose payload decoded as `envelope` (the same
+/// verdict, without reading the payload again).
+pub fn judge_event(
+    m: &Message<'_>,
+    previous: &ChainHash,
+    envelope: &EventEnvelope,
+) -> Result<ChainHash, Foreign> {
+    let chain = links(m, previous)?;
+    let topup = envelope.body.topup_id().map(|t| t.to_string());
+    agrees(
+        m,
+        &envelope.event_id.to_string(),
+        envelope.event_type().as_str(),
+        envelope.account_id.as_str(),
+        topup.as_deref(),
+    )?;
+    Ok(chain)
 }
 
 #[cfg(test)]

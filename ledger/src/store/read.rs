@@ -7,6 +7,7 @@ use async_nats::Client;
 use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
 use bytes::Bytes;
 use futures::StreamExt;
+use ledger_schemas::genuine;
 use ledger_schemas::{CHAIN_HEADER, ChainHash, EventEnvelope};
 
 use super::StoreError;
@@ -134,12 +135,20 @@ pub async fn events_after(
             got += 1;
             read.last_seq = seq;
             let m = ledger_projections::sift::message(subject, msg.headers.as_ref(), &msg.payload);
-            match ledger_schemas::genuine::judge(&m, &chain) {
-                Ok(stored) => {
+            let verdict = match decode(seq, &msg.payload) {
+                Ok(envelope) => genuine::judge_event(&m, &chain, &envelope).map(|c| (c, envelope)),
+                Err(unreadable) => match genuine::judge(&m, &chain) {
+                    // The ledger's, and this code cannot read it.
+                    Ok(_) => return Err(unreadable),
+                    Err(why) => Err(why),
+                },
+            };
+            match verdict {
+                Ok((stored, envelope)) => {
                     chain = stored;
                     read.events.push(StoredEvent {
                         seq,
-                        envelope: decode(seq, &msg.payload)?,
+                        envelope,
                         chain,
                     });
                 }
