@@ -24,6 +24,19 @@ pub struct Record {
     pub payload: String,
 }
 
+impl Record {
+    /// The fields a reader judges it by.
+    pub fn message(&self) -> genuine::Message<'_> {
+        genuine::Message {
+            subject: &self.subject,
+            msg_id: self.msg_id.as_deref(),
+            event_type: self.event_type.as_deref(),
+            chain: self.chain.as_deref(),
+            payload: self.payload.as_bytes(),
+        }
+    }
+}
+
 /// A rule the log breaks, where.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Finding {
@@ -148,13 +161,7 @@ impl Verifier {
             .get(&r.subject)
             .copied()
             .unwrap_or(ChainHash::GENESIS);
-        let m = genuine::Message {
-            subject: &r.subject,
-            msg_id: r.msg_id.as_deref(),
-            event_type: r.event_type.as_deref(),
-            chain: r.chain.as_deref(),
-            payload: r.payload.as_bytes(),
-        };
+        let m = r.message();
         let decoded = serde_json::from_str::<EventEnvelope>(&r.payload);
         let judge = |previous: &ChainHash| match &decoded {
             Ok(envelope) => genuine::judge_event(&m, previous, envelope),
@@ -673,13 +680,7 @@ mod tests {
                 },
             ];
             for r in variants {
-                let m = genuine::Message {
-                    subject: &r.subject,
-                    msg_id: r.msg_id.as_deref(),
-                    event_type: r.event_type.as_deref(),
-                    chain: r.chain.as_deref(),
-                    payload: r.payload.as_bytes(),
-                };
+                let m = r.message();
                 let bytes = genuine::judge(&m, &ChainHash::GENESIS).map_err(|f| f.rule);
                 let decoded =
                     genuine::judge_event(&m, &ChainHash::GENESIS, &envelope).map_err(|f| f.rule);
