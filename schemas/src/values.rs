@@ -221,8 +221,9 @@ impl From<&Service> for Bucket {
     }
 }
 
-/// Strict decimal syntax: `-?digits(.digits)?`, no exponent, no spaces, no `+`.
-/// Returns the number of fractional digits as written.
+/// Strict decimal syntax: `-?digits(.digits)?`, no exponent, no spaces, no
+/// `+`, no leading zeros (`0.5`, not `00.5`). Returns the number of
+/// fractional digits as written.
 fn decimal_syntax(s: &str, allow_negative: bool) -> Result<usize, &'static str> {
     let body = match s.strip_prefix('-') {
         Some(rest) if allow_negative => rest,
@@ -236,6 +237,9 @@ fn decimal_syntax(s: &str, allow_negative: bool) -> Result<usize, &'static str> 
     let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
     if !digits(int) || frac.is_some_and(|f| !digits(f)) {
         return Err("must be a decimal string such as \"12.5\"");
+    }
+    if int.len() > 1 && int.starts_with('0') {
+        return Err("must be written without leading zeros");
     }
     Ok(frac.map_or(0, str::len))
 }
@@ -339,11 +343,8 @@ macro_rules! decimal_value {
                 stringify!($name).into()
             }
             fn json_schema(_: &mut SchemaGenerator) -> Schema {
-                let pattern = if $neg {
-                    concat!("^-?[0-9]+(\\.[0-9]{1,", $scale, "})?$")
-                } else {
-                    concat!("^[0-9]+(\\.[0-9]{1,", $scale, "})?$")
-                };
+                let pattern = crate::pattern::decimal_range(Decimal::ZERO, Self::max_value(), $scale);
+                let pattern = if $neg { crate::pattern::signed(&pattern) } else { pattern };
                 json_schema!({"type": "string", "pattern": pattern})
             }
         }
@@ -371,6 +372,66 @@ decimal_value!(
     "must have at most 2 fractional digits (cents)", "must be at most 1000000000"
 );
 
+/// The schema of a credit amount a command moves: more than zero (the
+/// commands refuse zero; the type itself holds it, as balances do).
+#[derive(Debug, Clone, Copy)]
+pub struct PositiveCredits;
+
+impl JsonSchema for PositiveCredits {
+    fn schema_name() -> Cow<'static, str> {
+        "PositiveCredits".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        let min = Decimal::new(1, Credits::SCALE_MAX);
+        let pattern = crate::pattern::decimal_range(min, Credits::max_value(), Credits::SCALE_MAX);
+        json_schema!({"type": "string", "pattern": pattern,
+            "description": "A credit amount greater than zero, at most 10^15, at most 6 fractional digits."})
+    }
+}
+
+/// The schema of an adjustment: a signed credit amount other than zero.
+#[derive(Debug, Clone, Copy)]
+pub struct NonZeroCredits;
+
+impl JsonSchema for NonZeroCredits {
+    fn schema_name() -> Cow<'static, str> {
+        "NonZeroCredits".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        let min = Decimal::new(1, Credits::SCALE_MAX);
+        let pattern = crate::pattern::decimal_range(min, Credits::max_value(), Credits::SCALE_MAX);
+        json_schema!({"type": "string", "pattern": crate::pattern::signed(&pattern),
+            "description": "A signed credit amount other than zero, at most 10^15 in magnitude."})
+    }
+}
+
+/// The schema of a top-up's USD amount: from 1.00 to the default maximum
+/// (10,000.00); a process's OpenAPI document states its configured range.
+#[derive(Debug, Clone, Copy)]
+pub struct TopupUsd;
+
+impl TopupUsd {
+    /// The pattern of amounts from `min` to `max` (cents at most).
+    pub fn pattern(min: Decimal, max: Decimal) -> String {
+        crate::pattern::decimal_range(min, max, UsdAmount::SCALE_MAX)
+    }
+}
+
+impl JsonSchema for TopupUsd {
+    fn schema_name() -> Cow<'static, str> {
+        "TopupUsd".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        let pattern = TopupUsd::pattern(Decimal::ONE, Decimal::from(10_000));
+        json_schema!({"type": "string", "pattern": pattern,
+            "description": "USD, at most 2 fractional digits, from 1.00 to the configured maximum (LEDGER_TOPUP_USD_MAX)."})
+    }
+}
+
+/// Ids the payment gateway gives (payments, refunds, disputes): 1 to 64
+/// characters from A-Z, a-z, 0-9, `_` and `-`.
+pub const GATEWAY_ID_PATTERN: &str = "^[A-Za-z0-9_-]{1,64}$";
+
 impl Credits {
     pub fn checked_add(self, other: Credits) -> Option<Credits> {
         self.0
@@ -391,6 +452,14 @@ impl Credits {
 }
 
 impl SignedCredits {
+    /// `d` within the range: the nearest bound when past it (sums of
+    /// buckets reported in a refusal, which may lie outside one value's
+    /// range), rounded to the scale.
+    pub fn saturating(d: Decimal) -> SignedCredits {
+        let max = Self::max_value();
+        SignedCredits(d.round_dp(Self::SCALE_MAX).clamp(-max, max).normalize())
+    }
+
     pub fn is_negative(self) -> bool {
         self.0.is_sign_negative() && !self.0.is_zero()
     }
@@ -408,6 +477,45 @@ impl From<Credits> for SignedCredits {
     }
 }
 
+/// A JSON number with no fractional part: `3`, or `3.0` (JSON Schema's
+/// `integer` takes both), within what a double holds exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WholeNumber(pub i128);
+
+impl<'de> Deserialize<'de> for WholeNumber {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = WholeNumber;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a whole number")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<WholeNumber, E> {
+                Ok(WholeNumber(v.into()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<WholeNumber, E> {
+                Ok(WholeNumber(v.into()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<WholeNumber, E> {
+                // 2^53: past it a double no longer holds every whole number.
+                const EXACT_MAX: f64 = 9_007_199_254_740_992.0;
+                if v.fract() == 0.0 && v.abs() <= EXACT_MAX {
+                    Ok(WholeNumber(v as i128))
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Float(v), &self))
+                }
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+/// A `u64` field read as a [`WholeNumber`] (`deserialize_with`).
+pub fn whole_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let w = WholeNumber::deserialize(d)?;
+    u64::try_from(w.0).map_err(|_| serde::de::Error::custom("must be a whole number from 0"))
+}
+
 /// Declares an integer newtype carried on the wire as a JSON number within `$range`.
 macro_rules! int_value {
     ($(#[$doc:meta])* $name:ident($int:ty as $wire:literal), $label:literal, $range:expr,
@@ -416,7 +524,7 @@ macro_rules! int_value {
         #[derive(
             Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
         )]
-        #[serde(try_from = $wire, into = $wire)]
+        #[serde(try_from = "WholeNumber", into = $wire)]
         pub struct $name($int);
 
         impl $name {
@@ -439,6 +547,15 @@ macro_rules! int_value {
             type Error = ValueError;
             fn try_from(v: $int) -> Result<Self, ValueError> {
                 Self::new(v)
+            }
+        }
+
+        impl TryFrom<WholeNumber> for $name {
+            type Error = ValueError;
+            fn try_from(v: WholeNumber) -> Result<Self, ValueError> {
+                <$int>::try_from(v.0)
+                    .map_err(|_| ValueError::new($label, $rule))
+                    .and_then(Self::new)
             }
         }
 
@@ -597,6 +714,11 @@ pub struct Text(String);
 fn text_schema(s: &mut Schema) {
     s.insert("minLength".into(), 1.into());
     s.insert("maxLength".into(), Text::LEN_MAX.into());
+    // No control characters (Unicode's Cc: U+0000-U+001F, U+007F-U+009F).
+    s.insert(
+        "pattern".into(),
+        "^[^\\u0000-\\u001f\\u007f-\\u009f]*$".into(),
+    );
 }
 
 impl Text {

@@ -443,11 +443,13 @@ fn refusal_holds(account: &Account, refused: &CommandRefused, at: Timestamp) -> 
                 (Ok(service), _) => {
                     let own = account.balance(&Bucket::parse(service).map_err(|e| e.to_string())?);
                     let general = account.balance(&Bucket::general());
-                    if account.in_debt() {
+                    // As the refusal reports it: within one value's range.
+                    SignedCredits::saturating(if account.in_debt() {
                         own + general
                     } else {
                         own.max(Decimal::ZERO) + general.max(Decimal::ZERO)
-                    }
+                    })
+                    .get()
                 }
                 (_, Ok(bucket)) => {
                     account.balance(&Bucket::parse(bucket).map_err(|e| e.to_string())?)

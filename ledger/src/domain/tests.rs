@@ -826,3 +826,69 @@ fn domain_refusals_are_remembered_and_invalid_requests_are_not() {
         "an unknown account saves nothing"
     );
 }
+
+#[test]
+fn credits_a_reservation_holds_count_against_the_limit() {
+    // All of general reserved; a grant of the limit would leave no room
+    // for the reservation's credits to come back on release.
+    let grant = |credits: &str| Command::Grant {
+        bucket: b("general"),
+        credits: c(credits),
+        source: GrantSource::Promotion,
+        topup_id: None,
+        payment_id: None,
+        reason: None,
+    };
+    let history = [
+        opened(),
+        granted("general", "1000000000000000"),
+        reserved(
+            1,
+            "email",
+            "1000000000000000",
+            vec![draw("general", "1000000000000000")],
+        ),
+    ];
+    refuses(&history, [(grant("1"), ErrorCode::InvalidRequest)]);
+    let history = [
+        opened(),
+        granted("general", "10"),
+        reserved(1, "email", "10", vec![draw("general", "10")]),
+    ];
+    given(history)
+        .when(grant("999999999999990"))
+        .then([EventData::CreditsGranted(CreditsGranted {
+            bucket: b("general"),
+            credits: c("999999999999990"),
+            source: GrantSource::Promotion,
+            topup_id: None,
+            payment_id: None,
+            reason: None,
+        })]);
+}
+
+#[test]
+fn a_debt_deeper_than_one_values_range_is_reported_not_a_panic() {
+    let reversed = |bucket: &str, credits: &str| {
+        EventData::CreditsReversed(CreditsReversed {
+            refund_id: "rfnd_1".into(),
+            topup_id: rid(9),
+            payment_id: None,
+            bucket: b(bucket),
+            credits: c(credits),
+        })
+    };
+    let history = [
+        opened(),
+        reversed("email", "1000000000000000"),
+        reversed("general", "1000000000000000"),
+    ];
+    let e = given(history)
+        .when(consume("email", 1, Some("1")))
+        .then_refused(ErrorCode::InsufficientCredits);
+    let body = e.to_body();
+    assert_eq!(
+        body.error.details["credits_available"],
+        serde_json::json!("-1000000000000000")
+    );
+}
