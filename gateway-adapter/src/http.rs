@@ -12,8 +12,8 @@ use ledger::api::auth::{Action, Tokens};
 use ledger::api::http::{
     AccountPath, ApiError, Body, BodyMax, Caller, idempotency_key, path_segment,
 };
+use ledger_schemas::views::{WebhookOutcome, WebhookReply};
 use ledger_schemas::*;
-use serde_json::json;
 
 use crate::error::GatewayError;
 use crate::service::{Gateway, Hints};
@@ -100,9 +100,7 @@ async fn read(
             .await?
             .ok_or_else(|| GatewayError::UnknownTopup(id.to_string()))?,
     };
-    let owner = view["account_id"]
-        .as_str()
-        .and_then(|a| AccountId::parse(a).ok());
+    let owner = AccountId::parse(&view.account_id).ok();
     principal.check(Action::ReadAccount, owner.as_ref())?;
     Ok(axum::Json(view).into_response())
 }
@@ -160,7 +158,10 @@ async fn webhook(
     })?;
     if !claim(&state.gateway, &event_id, &hook.event).await? {
         state.gateway.metrics().webhook("duplicate");
-        return Ok(axum::Json(json!({"status": "duplicate"})).into_response());
+        let reply = WebhookReply {
+            status: WebhookOutcome::Duplicate,
+        };
+        return Ok(axum::Json(reply).into_response());
     }
     state.gateway.metrics().webhook("accepted");
     let gateway = state.gateway.clone();
@@ -176,7 +177,10 @@ async fn webhook(
                 "webhook not processed; reconciliation will pick it up");
         }
     });
-    Ok(axum::Json(json!({"status": "accepted"})).into_response())
+    let reply = WebhookReply {
+        status: WebhookOutcome::Accepted,
+    };
+    Ok(axum::Json(reply).into_response())
 }
 
 /// Claims a webhook delivery: `true` for a new event, or a repeat whose

@@ -2,9 +2,10 @@
 //! reconciliation poller), the top-up read every process serves, its
 //! migrations, and its part of the OpenAPI document.
 
-use ledger::api::openapi::{Doc, object, path_param};
+use ledger::api::openapi::{Doc, JSON, Op, account_param, param};
 use ledger::config::Config;
 use ledger::serve::Process;
+use ledger_schemas::views::*;
 use ledger_schemas::*;
 use serde_json::json;
 
@@ -69,55 +70,113 @@ pub fn reads(p: &mut Process, ledger: &Config, config: &GatewayConfig) -> anyhow
     Ok(())
 }
 
-/// The gateway's endpoints in the OpenAPI document.
-pub fn openapi_paths(d: &mut Doc) {
-    let account = || path_param("id", "The account id");
-    let topup = || path_param("topup_id", "The top-up id (UUID v7)");
-    let topup_view = object(json!({
-        "topup_id": {"type": "string"}, "account_id": {"type": "string"},
-        "status": d.schema::<TopupStatus>(), "amount_usd": {"type": "string"},
-        "amount_inr_paise": {"type": "integer"}, "fx_rate": {"type": "string"},
-        "credits": {"type": "string"}, "transaction_id": {"type": ["string", "null"]},
-        "method": {"type": ["string", "null"]},
-        "razorpay": object(json!({"key_id": {"type": "string"}, "order_id": {"type": "string"}}))
-    }));
-    let create = d.schema::<CreateTopupRequest>();
-    d.op(
+/// The gateway's endpoints in the OpenAPI document, with the top-up range
+/// this process accepts.
+pub fn openapi_paths(d: &mut Doc, config: &GatewayConfig) {
+    use ErrorCode::*;
+    let usd_max = config
+        .topup_usd_max
+        .parse::<rust_decimal::Decimal>()
+        .unwrap_or(rust_decimal::Decimal::from(10_000));
+    d.set_schema(
+        "TopupUsd",
+        json!({"type": "string",
+        "pattern": TopupUsd::pattern(rust_decimal::Decimal::ONE, usd_max),
+        "description": format!("USD from 1.00 to {usd_max} (topup_usd_max), cents at most")}),
+    );
+    let account = account_param;
+    let topup = || {
+        param(
+            "topup_id",
+            "path",
+            true,
+            json!({"$ref": "#/components/schemas/Id"}),
+            "The top-up id (UUID v7); any other value names no top-up",
+        )
+    };
+    let view = d.schema::<TopupView>();
+    let topup_links = json!({
+        "Topup": {"operationId": "topup", "parameters": {"topup_id": "$response.body#/topup_id"}},
+        "Checkout": {"operationId": "checkout",
+            "parameters": {"topup_id": "$response.body#/topup_id"}},
+    });
+
+    let mut op = Op::new(
         "post",
         "/v1/accounts/{id}/topups",
-        "Start a top-up: quote, then create the Razorpay order",
-        true,
-        json!([account()]),
-        Some(create),
-        ("201", topup_view.clone()),
+        "create_topup",
+        "Start a top-up: quote, then create the Razorpay order (answers once the order exists)",
     );
-    let checkout = d.schema::<CheckoutRequest>();
-    d.op(
+    op.params = vec![
+        account(),
+        param(
+            "Idempotency-Key",
+            "header",
+            false,
+            d.schema::<IdempotencyKey>(),
+            "Printable ASCII, 1 to 128 characters",
+        ),
+    ];
+    op.body = Some(d.schema::<CreateTopupRequest>());
+    op.ok = (201, JSON, view.clone());
+    op.errors = vec![
+        UnknownAccount,
+        UnknownService,
+        IdempotencyConflict,
+        ConflictRetry,
+    ];
+    op.links = topup_links;
+    d.add(op);
+
+    let mut op = Op::new(
         "post",
         "/v1/topups/{topup_id}/checkout",
-        "Razorpay Checkout's success handler; the status after re-fetching the payment",
-        true,
-        json!([topup()]),
-        Some(checkout),
-        ("200", topup_view.clone()),
+        "checkout",
+        "Razorpay Checkout's success handler: the status after re-fetching the payment",
     );
-    d.op(
+    op.params = vec![topup()];
+    op.body = Some(d.schema::<CheckoutRequest>());
+    op.ok = (200, JSON, view);
+    op.errors = vec![UnknownTopup, InvalidSignature, ConflictRetry];
+    d.add(op);
+
+    let mut op = Op::new(
         "get",
         "/v1/topups/{topup_id}",
+        "topup",
         "A top-up's status (read model; from its log until the projector reaches it)",
-        true,
-        json!([topup()]),
-        None,
-        ("200", topup_view),
     );
-    d.op(
+    op.params = vec![topup()];
+    op.ok = (200, JSON, d.schema::<TopupRow>());
+    op.errors = vec![UnknownTopup];
+    d.add(op);
+
+    let mut op = Op::new(
         "post",
         "/v1/webhooks/razorpay",
-        "Razorpay webhooks: X-Razorpay-Signature over the raw body, de-duplicated on x-razorpay-event-id",
-        false,
-        json!([{"name": "X-Razorpay-Signature", "in": "header", "required": true, "schema": {"type": "string"}},
-            {"name": "x-razorpay-event-id", "in": "header", "required": true, "schema": {"type": "string"}}]),
-        Some(json!({"type": "object"})),
-        ("200", object(json!({"status": {"enum": ["accepted", "duplicate"]}}))),
+        "razorpay_webhook",
+        "Razorpay webhooks: X-Razorpay-Signature over the raw body, de-duplicated on \
+         x-razorpay-event-id; unavailable where Razorpay is not configured",
     );
+    op.auth = false;
+    op.params = vec![
+        param(
+            crate::webhook::SIGNATURE_HEADER,
+            "header",
+            true,
+            json!({"type": "string", "minLength": 1}),
+            "HMAC-SHA256 of the body, hex",
+        ),
+        param(
+            crate::webhook::EVENT_ID_HEADER,
+            "header",
+            true,
+            json!({"type": "string", "minLength": 1}),
+            "Razorpay's event id",
+        ),
+    ];
+    op.body = Some(json!({"type": "object"}));
+    op.ok = (200, JSON, d.schema::<WebhookReply>());
+    op.errors = vec![InvalidSignature];
+    d.add(op);
 }

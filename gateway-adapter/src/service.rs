@@ -20,9 +20,10 @@ use deadpool_postgres::Pool;
 use ledger::config::Secret;
 use ledger::domain::{Catalog, CommandName};
 use ledger::store::{AppendMessage, EventStore, Origin, StoreError, batch, read};
+use ledger_schemas::views::{RazorpayCheckout, TopupRow, TopupView};
 use ledger_schemas::*;
 use rust_decimal::Decimal;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
@@ -472,7 +473,7 @@ impl Gateway {
         request: CreateTopupRequest,
         actor: &Actor,
         key: Option<IdempotencyKey>,
-    ) -> Result<Value, GatewayError> {
+    ) -> Result<TopupView, GatewayError> {
         let s = &self.inner.settings;
         if request.amount_usd < s.usd_min || request.amount_usd > s.usd_max {
             return Err(GatewayError::Invalid {
@@ -657,7 +658,7 @@ impl Gateway {
         &self,
         topup: &Topup,
         request: &CheckoutRequest,
-    ) -> Result<Value, GatewayError> {
+    ) -> Result<TopupView, GatewayError> {
         let rp = self.razorpay()?;
         if !crate::signature::checkout_valid(
             &request.razorpay_order_id,
@@ -693,7 +694,7 @@ impl Gateway {
     }
 
     /// The top-up's read-model row, once the projector has written it.
-    pub async fn projected(&self, id: Id) -> Result<Option<Value>, GatewayError> {
+    pub async fn projected(&self, id: Id) -> Result<Option<TopupRow>, GatewayError> {
         let client = self.conn().await?;
         ledger_projections::query::topup(&**client, id.uuid())
             .await
@@ -702,7 +703,7 @@ impl Gateway {
 
     /// The top-up as its read-model row will show it, from its own log (for
     /// a top-up the projector has not reached yet).
-    pub async fn row_from_log(&self, id: Id) -> Result<Option<Value>, GatewayError> {
+    pub async fn row_from_log(&self, id: Id) -> Result<Option<TopupRow>, GatewayError> {
         let Some(l) = self.load(id).await? else {
             return Ok(None);
         };
@@ -712,43 +713,46 @@ impl Gateway {
                 .map(|d| d.normalize().to_string())
                 .unwrap_or_else(|_| text.to_owned())
         };
-        Ok(Some(json!({
-            "topup_id": t.id(),
-            "account_id": t.account,
-            "status": t.status(),
-            "bucket": t.quote.bucket,
-            "amount_usd": normal(&t.quote.amount_usd.get().to_string()),
-            "amount_inr_paise": t.quote.amount_inr_paise,
-            "fx_rate": normal(&t.quote.fx_rate),
-            "credits": normal(&t.quote.credits.to_string()),
-            "order_id": t.order.as_ref().map(|o| &o.order_id),
-            "transaction_id": t.captured.as_ref().map(|c| &c.payment_id),
-            "method": t.captured.as_ref().map(|c| &c.method),
-            "created_at": t.created_at,
-            "updated_at": l.updated_at,
-        })))
+        Ok(Some(TopupRow {
+            topup_id: t.id().to_string(),
+            account_id: t.account.to_string(),
+            status: t.status(),
+            bucket: Some(t.quote.bucket.to_string()),
+            amount_usd: Some(normal(&t.quote.amount_usd.get().to_string())),
+            amount_inr_paise: Some(t.quote.amount_inr_paise.get()),
+            fx_rate: Some(normal(&t.quote.fx_rate)),
+            credits: Some(normal(&t.quote.credits.to_string())),
+            order_id: t.order.as_ref().map(|o| o.order_id.clone()),
+            transaction_id: t.captured.as_ref().map(|c| c.payment_id.clone()),
+            method: t.captured.as_ref().map(|c| c.method.clone()),
+            created_at: t.created_at,
+            updated_at: l.updated_at,
+        }))
     }
 
     /// The top-up as the API shows it.
-    pub fn view(&self, t: &Topup) -> Value {
+    pub fn view(&self, t: &Topup) -> TopupView {
         let key_id = self.inner.razorpay.as_ref().map(|r| r.key_id.clone());
-        json!({
-            "topup_id": t.id(),
-            "account_id": t.account,
-            "status": t.status(),
-            "bucket": t.quote.bucket,
-            "amount_usd": t.quote.amount_usd,
-            "amount_inr_paise": t.quote.amount_inr_paise,
-            "fx_rate": t.quote.fx_rate,
-            "fx_source": t.quote.fx_source,
-            "quote_id": t.quote.quote_id,
-            "quote_expires_at": t.quote.quote_expires_at,
-            "credits": t.quote.credits,
-            "transaction_id": t.captured.as_ref().map(|c| &c.payment_id),
-            "method": t.captured.as_ref().map(|c| &c.method),
-            "razorpay": {"key_id": key_id, "order_id": t.order.as_ref().map(|o| &o.order_id)},
-            "created_at": t.created_at,
-        })
+        TopupView {
+            topup_id: t.id().to_string(),
+            account_id: t.account.to_string(),
+            status: t.status(),
+            bucket: t.quote.bucket.to_string(),
+            amount_usd: t.quote.amount_usd,
+            amount_inr_paise: t.quote.amount_inr_paise.get(),
+            fx_rate: t.quote.fx_rate.clone(),
+            fx_source: t.quote.fx_source.clone(),
+            quote_id: t.quote.quote_id.to_string(),
+            quote_expires_at: t.quote.quote_expires_at,
+            credits: t.quote.credits,
+            transaction_id: t.captured.as_ref().map(|c| c.payment_id.clone()),
+            method: t.captured.as_ref().map(|c| c.method.clone()),
+            razorpay: RazorpayCheckout {
+                key_id,
+                order_id: t.order.as_ref().map(|o| o.order_id.clone()),
+            },
+            created_at: t.created_at,
+        }
     }
 
     /// Starts polling a new top-up.

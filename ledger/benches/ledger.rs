@@ -1246,9 +1246,12 @@ async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Ro
         let mut p = ledger::serve::Process::connect(&config, &[]).await.unwrap();
         ledger::serve::command(&mut p, &config).await.unwrap();
         ledger::serve::projections(&mut p, &config);
-        p.serve(&config, ledger::api::openapi::document())
-            .await
-            .unwrap()
+        p.serve(
+            &config,
+            ledger::api::openapi::document(&ledger::api::openapi::Accepts::of(&config).unwrap()),
+        )
+        .await
+        .unwrap()
     };
     phase("projector lag");
     let (achieved, lags) = projector_lag(&client, &pg.url(), &accounts, a.lag_duration).await;

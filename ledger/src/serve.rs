@@ -150,6 +150,7 @@ impl Process {
             tokens: self.tokens.clone(),
             services: catalog.services().map(|s| s.to_string()).collect(),
             history_page_size_max: config.limits.history_page_size_max,
+            as_of_wait: Duration::from_millis(config.limits.as_of_wait_ms_max),
         }));
         let ready: ReadyCheck = {
             let client = self.client.clone();
@@ -169,8 +170,11 @@ impl Process {
                         .into_iter()
                         .filter_map(|c| {
                             let stopped = c.stopped?;
-                            Some(serde_json::json!({"projector": c.projection,
-                                "stream_seq": stopped.stream_seq, "reason": stopped.reason}))
+                            Some(ledger_schemas::views::StoppedProjector {
+                                projector: c.projection,
+                                stream_seq: stopped.stream_seq as u64,
+                                reason: stopped.reason,
+                            })
                         })
                         .collect())
                 }
@@ -187,15 +191,13 @@ impl Process {
                         .map_err(|e| format!("{:?}", e.0))?;
                     for p in list {
                         let labels = crate::metrics::ProjectionLabels {
-                            projection: p["projection"].as_str().unwrap_or_default().to_owned(),
+                            projection: p.projection,
                         };
                         metrics
                             .projection_lag
                             .get_or_create(&labels)
-                            .set(p["lag"].as_i64().unwrap_or_default());
-                        metrics
-                            .quarantined
-                            .set(p["quarantined"].as_i64().unwrap_or_default());
+                            .set(p.lag as i64);
+                        metrics.quarantined.set(p.quarantined as i64);
                     }
                     Ok(Vec::new())
                 }
@@ -338,7 +340,9 @@ impl Running {
 pub async fn start_command(config: &Config) -> anyhow::Result<Running> {
     let mut p = Process::connect(config, &[]).await?;
     command(&mut p, config).await?;
-    p.serve(config, crate::api::openapi::document()).await
+    let accepts = crate::api::openapi::Accepts::of(config)?;
+    p.serve(config, crate::api::openapi::document(&accepts))
+        .await
 }
 
 /// `ledger projections rebuild`: one projection, or all of them.

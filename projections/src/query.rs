@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use ledger_schemas::views::{BalancesView, HistoryItem, HistoryPage, ServiceView, TopupRow};
+use ledger_schemas::{AccountId, SignedCredits, Timestamp, TopupStatus};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use tokio_postgres::GenericClient;
 
 #[derive(Debug, thiserror::Error)]
@@ -15,24 +16,13 @@ pub enum QueryError {
     Invalid { field: &'static str, rule: String },
     #[error("PostgreSQL: {0}")]
     Db(#[from] tokio_postgres::Error),
+    /// A row holds what the ledger never writes.
+    #[error("a read-model row is out of range: {0}")]
+    Corrupt(String),
 }
 
-/// The contract's balances view.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Balances {
-    pub account_id: String,
-    pub buckets: BTreeMap<String, Decimal>,
-    pub services: BTreeMap<String, ServiceView>,
-    /// The projector checkpoint the view reflects: a caller whose write landed
-    /// at stream sequence S sees it once `as_of_seq >= S`.
-    pub as_of_seq: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ServiceView {
-    /// The service bucket plus `general` (zero while any bucket is in debt).
-    pub spendable: Decimal,
-    pub reserved: Decimal,
+fn signed(d: Decimal) -> Result<SignedCredits, QueryError> {
+    SignedCredits::new(d).map_err(|e| QueryError::Corrupt(e.to_string()))
 }
 
 /// The accounts projector's checkpoint as a one-row relation `c(as_of_seq)`:
@@ -41,31 +31,31 @@ pub struct ServiceView {
 const AS_OF: &str = "(SELECT coalesce((SELECT stream_seq FROM ledger.projection_checkpoints \
                      WHERE projection = 'accounts'), 0) AS as_of_seq) c";
 
-/// The balances of `account` (every service in `services` shown), or `None`
-/// when the read model has never seen the account.
+/// The stream seq the read models reflect, and the balances of `account`
+/// (every service in `services` shown) as of it, or `None` when the read
+/// model has not seen the account: both from one snapshot.
 pub async fn balances(
     c: &impl GenericClient,
-    account: &str,
+    account: &AccountId,
     services: &[String],
-) -> Result<Option<Balances>, QueryError> {
+) -> Result<(u64, Option<BalancesView>), QueryError> {
     let rows = c
         .query(
             &format!(
                 "SELECT c.as_of_seq, b.bucket, b.balance, b.reserved FROM {AS_OF} \
                  LEFT JOIN ledger.service_balances b ON b.account_id = $1"
             ),
-            &[&account],
+            &[&account.as_str()],
         )
         .await?;
-    let Some(as_of_seq) = rows.first().map(|r| r.get::<_, i64>(0)) else {
-        return Ok(None);
-    };
+    // The checkpoint relation has one row: so has the join, at least.
+    let as_of_seq = rows.first().map_or(0, |r| r.get::<_, i64>(0)) as u64;
     let rows: Vec<_> = rows
         .iter()
         .filter(|r| r.get::<_, Option<String>>(1).is_some())
         .collect();
     if rows.is_empty() {
-        return Ok(None);
+        return Ok((as_of_seq, None));
     }
     let mut buckets: BTreeMap<String, Decimal> = std::iter::once("general".to_owned())
         .chain(services.iter().cloned())
@@ -82,32 +72,38 @@ pub async fn balances(
         .values()
         .any(|b| b.is_sign_negative() && !b.is_zero());
     let general = buckets["general"].max(Decimal::ZERO);
-    let services = services
-        .iter()
-        .map(|s| {
-            let own = buckets
-                .get(s)
-                .copied()
-                .unwrap_or_default()
-                .max(Decimal::ZERO);
-            let spendable = if in_debt {
-                Decimal::ZERO
-            } else {
-                own + general
-            };
-            let view = ServiceView {
-                spendable: spendable.normalize(),
-                reserved: reserved.get(s).copied().unwrap_or_default().normalize(),
-            };
-            (s.clone(), view)
-        })
-        .collect();
-    Ok(Some(Balances {
-        account_id: account.to_owned(),
-        buckets,
-        services,
+    let mut views = BTreeMap::new();
+    for s in services {
+        let own = buckets
+            .get(s)
+            .copied()
+            .unwrap_or_default()
+            .max(Decimal::ZERO);
+        let spendable = if in_debt {
+            Decimal::ZERO
+        } else {
+            own + general
+        };
+        let reserved = reserved.get(s).copied().unwrap_or_default();
+        let view = ServiceView {
+            spendable: spendable.max(Decimal::ZERO).normalize().to_string(),
+            reserved: reserved.max(Decimal::ZERO).normalize().to_string(),
+        };
+        views.insert(s.clone(), view);
+    }
+    let mut signed_buckets = BTreeMap::new();
+    for (b, v) in buckets {
+        signed_buckets.insert(b, signed(v)?);
+    }
+    Ok((
         as_of_seq,
-    }))
+        Some(BalancesView {
+            account_id: account.clone(),
+            buckets: signed_buckets,
+            services: views,
+            as_of_seq,
+        }),
+    ))
 }
 
 /// History filters; a cursor carries them, so every page has the same ones.
@@ -147,14 +143,6 @@ fn decode_cursor(s: &str) -> Result<Cursor, QueryError> {
     };
     let bytes = hex::decode(s).map_err(|_| invalid())?;
     serde_json::from_slice(&bytes).map_err(|_| invalid())
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct HistoryPage {
-    pub items: Vec<Value>,
-    pub next_cursor: Option<String>,
-    /// The stream seq the page reflects (from the same snapshot as its rows).
-    pub as_of_seq: i64,
 }
 
 /// One page of `account`'s history, newest first (keyset on stream order).
@@ -220,23 +208,21 @@ pub async fn history(
         let seq: i64 = r.get(0);
         let line: i16 = r.get(1);
         last = Some((seq, line));
-        let delta: Decimal = r.get(7);
-        let after: Decimal = r.get(8);
         let occurred: DateTime<Utc> = r.get(3);
-        items.push(json!({
-            "stream_seq": seq,
-            "line": line,
-            "event_id": r.get::<_, uuid::Uuid>(2),
-            "occurred_at": ledger_schemas::Timestamp::from_datetime(occurred),
-            "kind": r.get::<_, String>(4),
-            "service": r.get::<_, Option<String>>(5),
-            "bucket": r.get::<_, String>(6),
-            "credits_delta": delta.normalize().to_string(),
-            "balance_after": after.normalize().to_string(),
-            "reference": r.get::<_, Option<String>>(9),
-            "topup_id": r.get::<_, Option<uuid::Uuid>>(10),
-            "details": r.get::<_, Option<Value>>(11),
-        }));
+        items.push(HistoryItem {
+            stream_seq: seq as u64,
+            line: line as u16,
+            event_id: r.get::<_, uuid::Uuid>(2).to_string(),
+            occurred_at: Timestamp::from_datetime(occurred),
+            kind: r.get(4),
+            service: r.get(5),
+            bucket: r.get(6),
+            credits_delta: signed(r.get(7))?,
+            balance_after: signed(r.get(8))?,
+            reference: r.get(9),
+            topup_id: r.get::<_, Option<uuid::Uuid>>(10).map(|t| t.to_string()),
+            details: r.get(11),
+        });
     }
     let next_cursor = match (more, last) {
         (true, Some((seq, line))) => Some(encode_cursor(&Cursor { seq, line, filter })),
@@ -245,15 +231,15 @@ pub async fn history(
     Ok(HistoryPage {
         items,
         next_cursor,
-        as_of_seq,
+        as_of_seq: as_of_seq as u64,
     })
 }
 
-/// A top-up's status, as the console shows it.
+/// A top-up's read-model row.
 pub async fn topup(
     c: &impl GenericClient,
     topup_id: uuid::Uuid,
-) -> Result<Option<Value>, QueryError> {
+) -> Result<Option<TopupRow>, QueryError> {
     let row = c
         .query_opt(
             "SELECT topup_id, account_id, status, bucket, amount_usd, amount_inr_paise, fx_rate, \
@@ -262,27 +248,31 @@ pub async fn topup(
             &[&topup_id],
         )
         .await?;
-    Ok(row.map(|r| {
-        let dec = |i: usize| {
-            r.get::<_, Option<Decimal>>(i)
-                .map(|d| d.normalize().to_string())
-        };
-        let t = |i: usize| ledger_schemas::Timestamp::from_datetime(r.get::<_, DateTime<Utc>>(i));
-        json!({
-            "topup_id": r.get::<_, uuid::Uuid>(0),
-            "account_id": r.get::<_, String>(1),
-            "status": r.get::<_, String>(2),
-            "bucket": r.get::<_, Option<String>>(3),
-            "amount_usd": dec(4),
-            "amount_inr_paise": r.get::<_, Option<i64>>(5),
-            "fx_rate": dec(6),
-            "credits": dec(7),
-            "order_id": r.get::<_, Option<String>>(8),
-            "transaction_id": r.get::<_, Option<String>>(9),
-            "method": r.get::<_, Option<String>>(10),
-            "created_at": t(11),
-            "updated_at": t(12),
-        })
+    let Some(r) = row else {
+        return Ok(None);
+    };
+    let dec = |i: usize| {
+        r.get::<_, Option<Decimal>>(i)
+            .map(|d| d.normalize().to_string())
+    };
+    let t = |i: usize| Timestamp::from_datetime(r.get::<_, DateTime<Utc>>(i));
+    let status: String = r.get(2);
+    let status = TopupStatus::parse(&status)
+        .ok_or_else(|| QueryError::Corrupt(format!("top-up status '{status}'")))?;
+    Ok(Some(TopupRow {
+        topup_id: r.get::<_, uuid::Uuid>(0).to_string(),
+        account_id: r.get(1),
+        status,
+        bucket: r.get(3),
+        amount_usd: dec(4),
+        amount_inr_paise: r.get(5),
+        fx_rate: dec(6),
+        credits: dec(7),
+        order_id: r.get(8),
+        transaction_id: r.get(9),
+        method: r.get(10),
+        created_at: t(11),
+        updated_at: t(12),
     }))
 }
 

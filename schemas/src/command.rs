@@ -32,6 +32,7 @@ pub struct ConsumeRequest {
     pub quantity: Quantity,
     /// Given credits; absent or null means "price by the rate card".
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<PositiveCredits>")]
     pub credits: Option<Credits>,
 }
 
@@ -41,6 +42,8 @@ pub struct ConsumeRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsumeBatchRequest {
+    /// 1 to `batch_items_max` (default 1,000) items.
+    #[schemars(length(min = 1, max = 1000))]
     pub items: Vec<ConsumeRequest>,
 }
 
@@ -58,12 +61,19 @@ pub enum BatchResult {
     Reply(Box<CommandReply>),
 }
 
+/// A top-up's grant names its top-up and payment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend(
+    "if" = {"properties": {"source": {"const": "topup"}}, "required": ["source"]},
+    "then" = {"required": ["topup_id", "payment_id"],
+              "properties": {"topup_id": {"type": "string"}, "payment_id": {"type": "string"}}}
+))]
 pub struct GrantRequest {
     pub idempotency_key: IdempotencyKey,
     pub account_id: AccountId,
     pub bucket: Bucket,
+    #[schemars(with = "PositiveCredits")]
     pub credits: Credits,
     pub source: GrantSource,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -73,6 +83,7 @@ pub struct GrantRequest {
     pub topup_id: Option<Id>,
     /// Required when `source` is `topup`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(GATEWAY_ID_PATTERN))]
     pub payment_id: Option<String>,
 }
 
@@ -82,7 +93,11 @@ pub struct ReserveRequest {
     pub idempotency_key: IdempotencyKey,
     pub account_id: AccountId,
     pub service: Service,
+    #[schemars(with = "PositiveCredits")]
     pub credits: Credits,
+    /// From 1 second to 7 days.
+    #[schemars(range(min = 1, max = 604_800))]
+    #[serde(deserialize_with = "whole_u64")]
     pub expires_in_s: u64,
 }
 
@@ -92,6 +107,7 @@ pub struct CaptureRequest {
     pub idempotency_key: IdempotencyKey,
     pub account_id: AccountId,
     pub reservation_id: Id,
+    #[schemars(with = "PositiveCredits")]
     pub credits: Credits,
 }
 
@@ -110,6 +126,7 @@ pub struct TransferRequest {
     pub account_id: AccountId,
     pub from_bucket: Bucket,
     pub to_bucket: Bucket,
+    #[schemars(with = "PositiveCredits")]
     pub credits: Credits,
 }
 
@@ -119,6 +136,7 @@ pub struct AdjustRequest {
     pub idempotency_key: IdempotencyKey,
     pub account_id: AccountId,
     pub bucket: Bucket,
+    #[schemars(with = "NonZeroCredits")]
     pub delta: SignedCredits,
     pub reason: Text,
 }
@@ -131,12 +149,38 @@ pub struct ReverseRequest {
     pub idempotency_key: IdempotencyKey,
     pub account_id: AccountId,
     pub bucket: Bucket,
+    #[schemars(with = "PositiveCredits")]
     pub credits: Credits,
     /// Razorpay's refund id, or the dispute id for a chargeback.
+    #[schemars(pattern(GATEWAY_ID_PATTERN))]
     pub refund_id: String,
     pub topup_id: Id,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(GATEWAY_ID_PATTERN))]
     pub payment_id: Option<String>,
+}
+
+/// `POST /v1/accounts`: the account to open. The idempotency key is the
+/// `Idempotency-Key` header, or `open:<account_id>` without one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAccountBody {
+    pub account_id: AccountId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<Text>,
+}
+
+/// `POST /v1/accounts/{id}/consumptions`: the `consume` command, its
+/// account in the path and its key in the `Idempotency-Key` header.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumeBody {
+    pub service: Service,
+    pub quantity: Quantity,
+    /// Given credits; absent or null means "price by the rate card".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<PositiveCredits>")]
+    pub credits: Option<Credits>,
 }
 
 /// `POST /v1/accounts/{id}/topups`.
@@ -144,6 +188,7 @@ pub struct ReverseRequest {
 #[serde(deny_unknown_fields)]
 pub struct CreateTopupRequest {
     /// At least `"1.00"`, at most the configured maximum.
+    #[schemars(with = "TopupUsd")]
     pub amount_usd: UsdAmount,
     /// The bucket to credit; `general` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]

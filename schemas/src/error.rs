@@ -33,6 +33,24 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::InvalidRequest,
+        ErrorCode::UnknownAccount,
+        ErrorCode::AccountExists,
+        ErrorCode::UnknownService,
+        ErrorCode::InsufficientCredits,
+        ErrorCode::IdempotencyConflict,
+        ErrorCode::ReservationNotFound,
+        ErrorCode::ReservationClosed,
+        ErrorCode::UnknownTopup,
+        ErrorCode::InvalidSignature,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::ConflictRetry,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::InvalidRequest => "invalid_request",

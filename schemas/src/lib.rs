@@ -18,10 +18,12 @@ pub mod event;
 pub mod genuine;
 pub mod hash;
 pub mod json_schema;
+pub mod pattern;
 pub mod time;
 pub mod topup;
 pub mod usage;
 pub mod values;
+pub mod views;
 
 pub use chain::{CHAIN_HEADER, ChainHash};
 pub use command::*;

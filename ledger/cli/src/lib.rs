@@ -65,12 +65,14 @@ pub fn migrations() -> Vec<refinery::Migration> {
     ledger_gateway_adapter::role::migrations()
 }
 
-/// The OpenAPI document of every endpoint a process may serve.
-pub fn openapi() -> serde_json::Value {
+/// The OpenAPI document of every endpoint a process with `settings` may
+/// serve, stating what it accepts (its services, buckets and limits).
+pub fn openapi(settings: &Settings) -> anyhow::Result<serde_json::Value> {
+    let accepts = ledger::api::openapi::Accepts::of(&settings.ledger)?;
     let mut d = ledger::api::openapi::Doc::default();
-    ledger::api::openapi::ledger_paths(&mut d);
-    ledger_gateway_adapter::role::openapi_paths(&mut d);
-    d.finish()
+    ledger::api::openapi::ledger_paths(&mut d, &accepts);
+    ledger_gateway_adapter::role::openapi_paths(&mut d, &settings.gateway);
+    Ok(d.finish())
 }
 
 /// The command role.
@@ -104,7 +106,7 @@ pub async fn start(settings: &Settings, role: Role) -> anyhow::Result<Running> {
     } else {
         ledger_gateway_adapter::role::reads(&mut p, config, &settings.gateway)?;
     }
-    let running = p.serve(config, openapi()).await?;
+    let running = p.serve(config, openapi(settings)?).await?;
     tracing::info!(http_addr = %running.http_addr, ?role, "ledger running");
     Ok(running)
 }
@@ -120,7 +122,7 @@ mod tests {
 
     #[test]
     fn the_document_lists_every_endpoint_and_every_ref_resolves() {
-        let doc = openapi();
+        let doc = openapi(&Settings::default()).unwrap();
         for (method, path) in [
             ("post", "/v1/accounts"),
             ("get", "/v1/accounts/{id}/balances"),
@@ -136,6 +138,8 @@ mod tests {
             ("get", "/readyz"),
             ("get", "/metrics"),
             ("get", "/openapi.json"),
+            ("post", "/v1/commands/consume"),
+            ("post", "/v1/commands/get_balance"),
         ] {
             assert!(
                 doc["paths"][path][method].is_object(),

@@ -12,7 +12,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ledger_schemas::{AccountId, ErrorBody, ErrorCode, IdempotencyKey};
+use ledger_schemas::views::{Health, HealthStatus, Readiness, ReadyStatus, StoppedProjector};
+use ledger_schemas::{
+    AccountId, ConsumeBody, ErrorBody, ErrorCode, IdempotencyKey, OpenAccountBody, decode_request,
+};
 use serde_json::{Value, json};
 
 use super::auth::{Action, Principal, Tokens};
@@ -22,8 +25,11 @@ use crate::engine::Engine;
 /// A check that the process's dependencies answer (for `/readyz`): what is
 /// degraded but serving (a projector stopped on an event it cannot read),
 /// or why the process is not ready.
-pub type ReadyCheck =
-    Arc<dyn Fn() -> futures::future::BoxFuture<'static, Result<Vec<Value>, String>> + Send + Sync>;
+pub type ReadyCheck = Arc<
+    dyn Fn() -> futures::future::BoxFuture<'static, Result<Vec<StoppedProjector>, String>>
+        + Send
+        + Sync,
+>;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -178,6 +184,38 @@ fn body_or_error(
     })
 }
 
+/// Query parameters as forms and clients send them: an empty value
+/// (`?limit=`) is read as absent, and a parameter `T` does not name is
+/// refused (`T` denies unknown fields), as is a repeated one.
+#[derive(Debug)]
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let invalid = |e: &dyn std::fmt::Display| {
+            ApiError(Box::new(
+                ErrorBody::new(
+                    ErrorCode::InvalidRequest,
+                    format!("The query string is invalid: {e}."),
+                )
+                .with_detail("field", "query")
+                .with_detail("rule", e.to_string()),
+            ))
+        };
+        let raw = parts.uri.query().unwrap_or_default();
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(raw).map_err(|e| invalid(&e))?;
+        let given: Vec<(String, String)> =
+            pairs.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+        let kept = serde_urlencoded::to_string(&given).map_err(|e| invalid(&e))?;
+        serde_urlencoded::from_str(&kept)
+            .map(Params)
+            .map_err(|e| invalid(&e))
+    }
+}
+
 pub fn path_account(raw: &str) -> Result<AccountId, ApiError> {
     AccountId::parse(raw).map_err(|e| {
         ApiError(Box::new(
@@ -259,15 +297,12 @@ async fn open_account(
     Body(body): Body,
 ) -> Result<Response, ApiError> {
     principal.check(Action::OpenAccount, None)?;
-    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let open: OpenAccountBody = decode_request(&body).map_err(ApiError)?;
     // Opening is idempotent per account by nature: without a key, the
     // account id is the key.
     let key = match idempotency_key(&headers)? {
         Some(k) => k.to_string(),
-        None => match parsed.get("account_id") {
-            Some(Value::String(a)) => format!("open:{a}"),
-            _ => "open".into(),
-        },
+        None => format!("open:{}", open.account_id),
     };
     let body = with_fields(&body, &[("idempotency_key", json!(key))])?;
     let (name, action) = (CommandName::OpenAccount, Action::OpenAccount);
@@ -301,6 +336,7 @@ async fn consume(
     Body(body): Body,
 ) -> Result<Response, ApiError> {
     principal.check(Action::Spend, Some(&account))?;
+    let _: ConsumeBody = decode_request(&body).map_err(ApiError)?;
     let key = idempotency_key(&headers)?.ok_or_else(|| {
         ApiError(Box::new(
             ErrorBody::new(
@@ -374,15 +410,24 @@ async fn command(
     execute(&state, &principal, name, action, &body, StatusCode::OK).await
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: HealthStatus::Ok,
+    })
 }
 
 async fn readyz(State(state): State<BaseState>) -> Response {
     match (state.ready)().await {
-        Ok(stopped) if stopped.is_empty() => Json(json!({"status": "ready"})).into_response(),
-        // Still serving: commands, reads and the other projectors go on.
-        Ok(stopped) => Json(json!({"status": "degraded", "stopped": stopped})).into_response(),
+        Ok(stopped) => {
+            // Degraded is still serving: commands, reads and the other
+            // projectors go on.
+            let status = if stopped.is_empty() {
+                ReadyStatus::Ready
+            } else {
+                ReadyStatus::Degraded
+            };
+            Json(Readiness { status, stopped }).into_response()
+        }
         Err(e) => ApiError(Box::new(ErrorBody::new(
             ErrorCode::Unavailable,
             format!("Not ready: {e}."),
@@ -398,7 +443,7 @@ async fn metrics(State(state): State<BaseState>) -> Response {
         }
     }
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, super::openapi::OPENMETRICS)],
         state.metrics.encode(),
     )
         .into_response()
@@ -423,6 +468,11 @@ pub fn command_router(state: AppState) -> Router {
         .route("/v1/accounts/{id}/consumptions", post(consume))
         .route(
             "/v1/consumptions/batch",
+            post(consume_batch).layer(DefaultBodyLimit::max(batch_body_max)),
+        )
+        // The same command by name, with the same body limit.
+        .route(
+            "/v1/commands/consume_batch",
             post(consume_batch).layer(DefaultBodyLimit::max(batch_body_max)),
         )
         .route("/v1/commands/{name}", post(command))

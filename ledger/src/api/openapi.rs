@@ -13,12 +13,38 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Value, json};
 
+use ledger_schemas::views::*;
 use ledger_schemas::*;
+
+use super::CommandName;
+
+/// What a process accepts beyond the types: its configured services and
+/// buckets, and its limits. The document states them, so a generated
+/// client refuses what the process would.
+#[derive(Debug, Clone)]
+pub struct Accepts {
+    pub services: Vec<String>,
+    pub history_page_size_max: u32,
+    pub batch_items_max: usize,
+}
+
+impl Accepts {
+    pub fn of(config: &crate::config::Config) -> anyhow::Result<Accepts> {
+        let catalog = config.catalog()?;
+        Ok(Accepts {
+            services: catalog.services().map(|s| s.to_string()).collect(),
+            history_page_size_max: config.limits.history_page_size_max,
+            batch_items_max: config.limits.batch_items_max,
+        })
+    }
+}
 
 /// An OpenAPI document being built.
 pub struct Doc {
     generator: SchemaGenerator,
     paths: serde_json::Map<String, Value>,
+    /// Component schemas replaced by what this process accepts.
+    overrides: serde_json::Map<String, Value>,
 }
 
 impl std::fmt::Debug for Doc {
@@ -36,19 +62,68 @@ impl Default for Doc {
         Doc {
             generator: SchemaGenerator::new(settings),
             paths: serde_json::Map::new(),
+            overrides: serde_json::Map::new(),
         }
     }
 }
 
-fn error_responses() -> Value {
-    let error = json!({"description": "An error in the contract's shape",
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}});
-    json!({"400": error, "401": error, "403": error, "404": error, "409": error,
-        "422": error, "503": error})
+/// One operation of the document.
+#[derive(Debug, Clone)]
+pub struct Op {
+    pub method: &'static str,
+    pub path: String,
+    pub id: String,
+    pub summary: String,
+    /// Whether it takes the bearer token (else it is open, or signed).
+    pub auth: bool,
+    pub params: Vec<Value>,
+    pub body: Option<Value>,
+    /// The success status, its content type and its body's schema.
+    pub ok: (u16, &'static str, Value),
+    /// The error codes it may answer besides those every operation may
+    /// (`unavailable`, `internal`; `unauthorized` and `forbidden` with auth).
+    pub errors: Vec<ErrorCode>,
+    /// OpenAPI links from its success reply to other operations.
+    pub links: Value,
 }
 
-pub fn object(properties: Value) -> Value {
-    json!({"type": "object", "properties": properties})
+impl Op {
+    pub fn new(method: &'static str, path: &str, id: &str, summary: &str) -> Op {
+        Op {
+            method,
+            path: path.to_owned(),
+            id: id.to_owned(),
+            summary: summary.to_owned(),
+            auth: true,
+            params: Vec::new(),
+            body: None,
+            ok: (200, JSON, json!({})),
+            errors: Vec::new(),
+            links: Value::Null,
+        }
+    }
+}
+
+pub const JSON: &str = "application/json";
+/// The exposition format `/metrics` answers in.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A parameter of `location` (`path`, `query` or `header`). An optional
+/// query parameter may also be sent empty (`?limit=`), which reads as absent.
+pub fn param(
+    name: &str,
+    location: &str,
+    required: bool,
+    schema: Value,
+    description: &str,
+) -> Value {
+    let schema = if location == "query" && !required {
+        json!({"anyOf": [schema, {"type": "string", "maxLength": 0}]})
+    } else {
+        schema
+    };
+    json!({"name": name, "in": location, "required": required, "description": description,
+        "schema": schema})
 }
 
 impl Doc {
@@ -57,201 +132,367 @@ impl Doc {
         self.generator.subschema_for::<T>().to_value()
     }
 
-    /// Adds one operation: `ok` is the success status and its body's schema.
-    #[allow(clippy::too_many_arguments)]
-    pub fn op(
-        &mut self,
-        method: &str,
-        path: &str,
-        summary: &str,
-        auth: bool,
-        params: Value,
-        body: Option<Value>,
-        ok: (&str, Value),
-    ) {
-        let mut responses = error_responses();
-        responses[ok.0] = json!({"description": "Success",
-            "content": {"application/json": {"schema": ok.1}}});
-        let mut op = json!({"summary": summary, "parameters": params, "responses": responses});
-        if let Some(b) = body {
-            op["requestBody"] =
-                json!({"required": true, "content": {"application/json": {"schema": b}}});
+    /// Replaces component schema `name` (what this process accepts).
+    pub fn set_schema(&mut self, name: &str, schema: Value) {
+        self.overrides.insert(name.to_owned(), schema);
+    }
+
+    /// Adds one operation, with the error responses it may answer.
+    pub fn add(&mut self, op: Op) {
+        let mut codes = op.errors.clone();
+        codes.extend([ErrorCode::Unavailable, ErrorCode::Internal]);
+        if op.auth {
+            codes.extend([ErrorCode::Unauthorized, ErrorCode::Forbidden]);
         }
-        if !auth {
-            op["security"] = json!([]);
+        if op.body.is_some() || !op.params.is_empty() {
+            codes.push(ErrorCode::InvalidRequest);
         }
-        let entry = self
-            .paths
-            .entry(path.to_owned())
-            .or_insert_with(|| json!({}));
-        entry[method] = op;
+        let error = self.schema::<ErrorBody>();
+        let mut by_status: std::collections::BTreeMap<u16, Vec<&str>> = Default::default();
+        for c in codes {
+            let list = by_status.entry(super::status_of(c).as_u16()).or_default();
+            if !list.contains(&c.as_str()) {
+                list.push(c.as_str());
+            }
+        }
+        let mut responses = serde_json::Map::new();
+        for (status, list) in by_status {
+            let schema = json!({"allOf": [error.clone(), {"type": "object", "properties":
+                {"error": {"type": "object", "properties": {"code": {"enum": list}}}}}]});
+            responses.insert(
+                status.to_string(),
+                json!({"description": format!("Error: {}", list.join(", ")),
+                    "content": {JSON: {"schema": schema}}}),
+            );
+        }
+        let mut ok = json!({"description": "Success", "content": {op.ok.1: {"schema": op.ok.2}}});
+        if !op.links.is_null() {
+            ok["links"] = op.links;
+        }
+        responses.insert(op.ok.0.to_string(), ok);
+        let mut entry = json!({"operationId": op.id, "summary": op.summary,
+            "parameters": op.params, "responses": responses});
+        if let Some(b) = op.body {
+            entry["requestBody"] = json!({"required": true, "content": {JSON: {"schema": b}}});
+        }
+        if !op.auth {
+            entry["security"] = json!([]);
+        }
+        let path = self.paths.entry(op.path).or_insert_with(|| json!({}));
+        path[op.method] = entry;
     }
 }
 
-pub fn path_param(name: &str, description: &str) -> Value {
-    json!({"name": name, "in": "path", "required": true, "description": description,
-        "schema": {"type": "string"}})
-}
-
-pub fn query_param(name: &str, description: &str) -> Value {
-    json!({"name": name, "in": "query", "required": false, "description": description,
-        "schema": {"type": "string"}})
+/// Path parameter `id`: an account id.
+pub fn account_param() -> Value {
+    param(
+        "id",
+        "path",
+        true,
+        json!({"$ref": "#/components/schemas/AccountId"}),
+        "The account id",
+    )
 }
 
 /// The command side's document alone (the benchmark's processes).
-pub fn document() -> Value {
+pub fn document(accepts: &Accepts) -> Value {
     let mut d = Doc::default();
-    ledger_paths(&mut d);
+    ledger_paths(&mut d, accepts);
     d.finish()
+}
+
+/// The error codes of each command, beside those of every operation.
+fn command_errors(name: CommandName) -> Vec<ErrorCode> {
+    use ErrorCode::*;
+    let mut e = vec![IdempotencyConflict, ConflictRetry, UnknownAccount];
+    e.extend(match name {
+        CommandName::OpenAccount => vec![AccountExists],
+        CommandName::Consume | CommandName::Reserve => vec![UnknownService, InsufficientCredits],
+        CommandName::Capture | CommandName::Release => {
+            vec![ReservationNotFound, ReservationClosed, InsufficientCredits]
+        }
+        CommandName::Transfer => vec![UnknownService, InsufficientCredits],
+        CommandName::Grant | CommandName::Adjust | CommandName::Reverse => vec![UnknownService],
+        CommandName::GetBalance => vec![],
+        CommandName::ConsumeBatch => vec![],
+    });
+    if name == CommandName::GetBalance {
+        e = vec![UnknownAccount];
+    }
+    if name == CommandName::ConsumeBatch {
+        // Each item's error is in its place in the 200 reply.
+        e = vec![];
+    }
+    e
+}
+
+/// Links from a reply that names an account to what reads it.
+fn account_links(from: &str) -> Value {
+    json!({
+        "Consume": {"operationId": "consume", "parameters": {"id": from}},
+        "Balances": {"operationId": "balances", "parameters": {"id": from}},
+        "History": {"operationId": "history", "parameters": {"id": from}},
+        "GetBalance": {"operationId": "command_get_balance",
+            "requestBody": {"account_id": from}},
+    })
 }
 
 /// The command side's and the read API's endpoints, with health,
 /// readiness, metrics and this document.
-pub fn ledger_paths(d: &mut Doc) {
-    let account = || path_param("id", "The account id");
+pub fn ledger_paths(d: &mut Doc, accepts: &Accepts) {
+    let services: Vec<&str> = accepts.services.iter().map(String::as_str).collect();
+    let mut buckets = vec!["general"];
+    buckets.extend(&services);
+    d.set_schema(
+        "Service",
+        json!({"type": "string", "enum": services,
+        "description": "A configured service."}),
+    );
+    d.set_schema(
+        "Bucket",
+        json!({"type": "string", "enum": buckets,
+        "description": "`general` or a configured service's bucket."}),
+    );
+    let account = account_param;
+    let key = d.schema::<IdempotencyKey>();
     let reply = d.schema::<CommandReply>();
 
-    let open = object(json!({"account_id": d.schema::<AccountId>(),
-        "display_name": {"type": "string"}}));
-    d.op(
+    let mut op = Op::new(
         "post",
         "/v1/accounts",
-        "Open an account (key open:<account> unless Idempotency-Key is given)",
-        true,
-        json!([]),
-        Some(open),
-        ("201", reply.clone()),
+        "open_account",
+        "Open an account; the key is the Idempotency-Key header, or open:<account_id>",
     );
-    let consume = object(json!({"service": d.schema::<Service>(),
-        "quantity": d.schema::<Quantity>(), "credits": d.schema::<Credits>()}));
-    d.op(
+    op.params = vec![param(
+        "Idempotency-Key",
+        "header",
+        false,
+        key.clone(),
+        "Printable ASCII, 1 to 128 characters",
+    )];
+    op.body = Some(d.schema::<OpenAccountBody>());
+    op.ok = (201, JSON, reply.clone());
+    op.errors = command_errors(CommandName::OpenAccount);
+    op.links = account_links("$response.body#/event/account_id");
+    d.add(op);
+
+    let mut op = Op::new(
         "post",
         "/v1/accounts/{id}/consumptions",
-        "Consume credits (the consume command); header Idempotency-Key",
-        true,
-        json!([account(), {"name": "Idempotency-Key", "in": "header", "required": true,
-            "schema": {"type": "string"}}]),
-        Some(consume),
-        ("200", reply.clone()),
+        "consume",
+        "Consume credits (the consume command)",
     );
+    op.params = vec![
+        account(),
+        param(
+            "Idempotency-Key",
+            "header",
+            true,
+            key,
+            "Printable ASCII, 1 to 128 characters; also the usage id",
+        ),
+    ];
+    op.body = Some(d.schema::<ConsumeBody>());
+    op.ok = (200, JSON, reply.clone());
+    op.errors = command_errors(CommandName::Consume);
+    op.links = json!({"BalancesAfter": {"operationId": "balances", "parameters":
+        {"id": "$response.body#/event/account_id", "as_of_seq": "$response.body#/stream_seq"}}});
+    d.add(op);
+
     let batch = d.schema::<ConsumeBatchRequest>();
     let batch_reply = d.schema::<ConsumeBatchReply>();
-    d.op(
+    let mut op = Op::new(
         "post",
         "/v1/consumptions/batch",
-        "Up to batch_items_max consume requests, any accounts, each idempotent on its own key; results in the items' order, independent, not atomic",
-        true,
-        json!([]),
-        Some(batch),
-        ("200", batch_reply.clone()),
+        "consume_batch",
+        "Up to batch_items_max consume requests, any accounts, each idempotent on its own key; \
+         results in the items' order, each a reply or its own error, independent, not atomic",
     );
-    let commands = json!({"oneOf": [
-        d.schema::<OpenAccountRequest>(), d.schema::<ConsumeRequest>(),
-        d.schema::<ReserveRequest>(), d.schema::<CaptureRequest>(),
-        d.schema::<ReleaseRequest>(), d.schema::<TransferRequest>(),
-        d.schema::<GrantRequest>(), d.schema::<AdjustRequest>(),
-        d.schema::<ReverseRequest>(), d.schema::<GetBalanceRequest>(),
-        d.schema::<ConsumeBatchRequest>()]});
+    op.body = Some(batch.clone());
+    op.ok = (200, JSON, batch_reply.clone());
+    op.errors = command_errors(CommandName::ConsumeBatch);
+    d.add(op);
+
     let balance = d.schema::<BalanceReply>();
-    d.op(
-        "post",
-        "/v1/commands/{name}",
-        "Any NATS command over HTTP, same body and reply",
-        true,
-        json!([path_param("name", "open_account, consume, consume_batch, reserve, capture, release, transfer, grant, adjust, reverse or get_balance")]),
-        Some(commands),
-        ("200", json!({"oneOf": [reply, balance, batch_reply]})),
-    );
-    d.op(
+    for name in CommandName::ALL {
+        let (body, ok) = match name {
+            CommandName::OpenAccount => (d.schema::<OpenAccountRequest>(), reply.clone()),
+            CommandName::Consume => (d.schema::<ConsumeRequest>(), reply.clone()),
+            CommandName::ConsumeBatch => (batch.clone(), batch_reply.clone()),
+            CommandName::Reserve => (d.schema::<ReserveRequest>(), reply.clone()),
+            CommandName::Capture => (d.schema::<CaptureRequest>(), reply.clone()),
+            CommandName::Release => (d.schema::<ReleaseRequest>(), reply.clone()),
+            CommandName::Transfer => (d.schema::<TransferRequest>(), reply.clone()),
+            CommandName::Grant => (d.schema::<GrantRequest>(), reply.clone()),
+            CommandName::Adjust => (d.schema::<AdjustRequest>(), reply.clone()),
+            CommandName::Reverse => (d.schema::<ReverseRequest>(), reply.clone()),
+            CommandName::GetBalance => (d.schema::<GetBalanceRequest>(), balance.clone()),
+        };
+        let path = format!("/v1/commands/{}", name.as_str());
+        let mut op = Op::new(
+            "post",
+            &path,
+            &format!("command_{}", name.as_str()),
+            &format!(
+                "The {} command over HTTP: the NATS request's body and reply",
+                name.as_str()
+            ),
+        );
+        op.body = Some(body);
+        op.ok = (200, JSON, ok);
+        op.errors = command_errors(name);
+        d.add(op);
+    }
+
+    let mut op = Op::new(
         "get",
         "/v1/accounts/{id}/balances",
-        "Balances per bucket and per service (read model)",
-        true,
-        json!([
-            account(),
-            query_param(
-                "as_of_seq",
-                "Answer only once the read model reached this stream seq"
-            )
-        ]),
-        None,
-        (
-            "200",
-            object(json!({"account_id": {"type": "string"},
-            "buckets": {"type": "object", "additionalProperties": {"type": "string"}},
-            "services": {"type": "object"}, "as_of_seq": {"type": "integer"}})),
-        ),
+        "balances",
+        "Balances per bucket and per service (read model), rows and as_of_seq from one snapshot",
     );
-    d.op(
+    op.params = vec![
+        account(),
+        param(
+            "as_of_seq",
+            "query",
+            false,
+            json!({"type": "integer", "minimum": 0}),
+            "Answer once the read model reflects this stream seq (waits up to as_of_wait_ms_max; \
+         past the log's head: invalid_request)",
+        ),
+    ];
+    op.ok = (200, JSON, d.schema::<BalancesView>());
+    op.errors = vec![ErrorCode::UnknownAccount];
+    d.add(op);
+
+    let kinds: Vec<&str> = EventType::ALL.iter().map(|k| k.as_str()).collect();
+    let mut op = Op::new(
         "get",
         "/v1/accounts/{id}/history",
+        "history",
         "Credit history, newest first, keyset pages",
-        true,
-        json!([
-            account(),
-            query_param("service", "Only this service"),
-            query_param("kind", "Only this event type"),
-            query_param("from", "RFC 3339, inclusive"),
-            query_param("to", "RFC 3339, exclusive"),
-            query_param("limit", "Rows per page"),
-            query_param("cursor", "next_cursor of the previous page")
-        ]),
-        None,
-        (
-            "200",
-            object(
-                json!({"items": {"type": "array", "items": {"type": "object"}},
-            "next_cursor": {"type": ["string", "null"]}}),
-            ),
-        ),
     );
-    d.op(
+    op.params = vec![
+        account(),
+        param(
+            "service",
+            "query",
+            false,
+            json!({"$ref": "#/components/schemas/Service"}),
+            "Only this service",
+        ),
+        param(
+            "kind",
+            "query",
+            false,
+            json!({"type": "string", "enum": kinds}),
+            "Only this event type",
+        ),
+        param(
+            "from",
+            "query",
+            false,
+            d.schema::<Timestamp>(),
+            "RFC 3339, inclusive",
+        ),
+        param(
+            "to",
+            "query",
+            false,
+            d.schema::<Timestamp>(),
+            "RFC 3339, exclusive",
+        ),
+        param(
+            "limit",
+            "query",
+            false,
+            json!({"type": "integer", "minimum": 1, "maximum": accepts.history_page_size_max}),
+            "Rows per page (history_page_size_max at most; 50 when absent)",
+        ),
+        param(
+            "cursor",
+            "query",
+            false,
+            json!({"type": "string", "pattern": "^([0-9a-f]{2}){1,1024}$"}),
+            "next_cursor of the previous page (it carries the filters)",
+        ),
+    ];
+    op.ok = (200, JSON, d.schema::<HistoryPage>());
+    op.errors = vec![ErrorCode::UnknownAccount];
+    d.add(op);
+
+    let mut op = Op::new(
         "get",
         "/v1/ops/projections",
-        "Each projector: checkpoint, stream head, lag",
-        true,
-        json!([]),
-        None,
-        (
-            "200",
-            json!({"type": "array", "items": object(json!({"projection": {"type": "string"},
-            "checkpoint": {"type": "integer"}, "stream_head": {"type": "integer"},
-            "lag": {"type": "integer"}}))}),
-        ),
+        "projections",
+        "Each projector: checkpoint, stream head, lag, and where it stopped, if it did",
     );
-    for (path, summary) in [
-        ("/healthz", "Liveness"),
-        ("/readyz", "Readiness: NATS and PostgreSQL reachable"),
-        ("/metrics", "Prometheus metrics (text)"),
-        ("/openapi.json", "This document"),
-    ] {
-        d.op(
-            "get",
-            path,
-            summary,
-            false,
-            json!([]),
-            None,
-            ("200", json!({})),
-        );
-    }
+    op.ok = (200, JSON, d.schema::<ProjectionsView>());
+    d.add(op);
+
+    let mut op = Op::new("get", "/healthz", "healthz", "Liveness");
+    op.auth = false;
+    op.ok = (200, JSON, d.schema::<Health>());
+    d.add(op);
+    let mut op = Op::new(
+        "get",
+        "/readyz",
+        "readyz",
+        "Readiness: NATS and PostgreSQL reachable (degraded: a projector stopped, named)",
+    );
+    op.auth = false;
+    op.ok = (200, JSON, d.schema::<Readiness>());
+    d.add(op);
+    let mut op = Op::new(
+        "get",
+        "/metrics",
+        "metrics",
+        "Prometheus metrics (OpenMetrics text)",
+    );
+    op.auth = false;
+    op.ok = (200, OPENMETRICS, json!({"type": "string"}));
+    d.add(op);
+    let mut op = Op::new("get", "/openapi.json", "openapi", "This document");
+    op.auth = false;
+    op.ok = (200, JSON, json!({"type": "object"}));
+    d.add(op);
 }
 
 impl Doc {
     /// The finished document.
     pub fn finish(mut self) -> Value {
         let _ = self.schema::<ErrorBody>();
-        let schemas = self.generator.take_definitions(true);
+        let mut schemas = self.generator.take_definitions(true);
+        for (name, schema) in std::mem::take(&mut self.overrides) {
+            schemas.insert(name, schema);
+        }
+        let mut table = String::from(
+            "Every error is `{\"error\": {\"code\", \"message\", \"details\"}}`; each code has one \
+             HTTP status:\n\n| code | status |\n|---|---|\n",
+        );
+        let mut codes = serde_json::Map::new();
+        for code in ErrorCode::ALL {
+            let status = super::status_of(*code).as_u16();
+            table.push_str(&format!("| `{}` | {status} |\n", code.as_str()));
+            codes.insert(code.as_str().to_owned(), json!(status));
+        }
+        table.push_str(
+            "\nQuery parameters: an empty value (`?limit=`) is read as absent; a parameter the \
+             operation does not list is refused with `invalid_request`. Request bodies refuse \
+             unknown fields.",
+        );
         json!({
             "openapi": "3.1.0",
-            "info": {"title": "Credit ledger", "version": env!("CARGO_PKG_VERSION")},
+            "info": {"title": "Credit ledger", "version": env!("CARGO_PKG_VERSION"),
+                "description": table},
             "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
             "security": [{"bearer": []}],
             "paths": self.paths,
             "components": {
                 "schemas": schemas,
                 "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
-            }
+            },
+            "x-error-codes": codes,
         })
     }
 }
@@ -290,7 +531,12 @@ mod tests {
     /// endpoint by endpoint where it is assembled, in `ledger-cli`.
     #[test]
     fn every_ref_of_the_command_sides_part_resolves() {
-        let doc = document();
+        let accepts = Accepts {
+            services: vec!["email".into(), "sms".into()],
+            history_page_size_max: 500,
+            batch_items_max: 1000,
+        };
+        let doc = document(&accepts);
         assert!(doc["paths"]["/v1/accounts/{id}/consumptions"]["post"].is_object());
         let (unresolved, total) = unresolved_refs(&doc);
         assert!(total > 0);

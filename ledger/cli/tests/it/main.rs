@@ -4,6 +4,7 @@
 mod audit;
 mod batches;
 mod commands;
+mod contract;
 mod demo;
 mod faults;
 mod foreign;
