@@ -15,8 +15,20 @@ use super::tests::{acct, b, catalog, rid, svc, t0};
 use super::*;
 
 fn credits() -> impl Strategy<Value = Credits> {
-    // Up to 50 credits with micro-credit precision, and zero now and then.
-    (0u64..=50_000_000).prop_map(|micro| Credits::new(Decimal::new(micro as i64, 6)).unwrap())
+    // Up to 50 credits with micro-credit precision, and zero now and then;
+    // and now and then amounts at the limit of 10^15, where sums overflow.
+    let max = Credits::max_value();
+    prop_oneof![
+        12 => (0u64..=50_000_000)
+            .prop_map(|micro| Credits::new(Decimal::new(micro as i64, 6)).unwrap()),
+        1 => prop_oneof![
+            Just(max),
+            Just(max - Decimal::new(1, 6)),
+            Just(max / Decimal::TWO),
+            Just(max - Decimal::ONE),
+        ]
+        .prop_map(|d| Credits::new(d).unwrap()),
+    ]
 }
 
 fn bucket() -> impl Strategy<Value = Bucket> {
