@@ -334,6 +334,17 @@ fn reserve(
             max: RESERVATIONS_OPEN_MAX,
         });
     }
+    // What a service holds reserved is one amount too: within range.
+    let held = account
+        .reservations()
+        .filter(|(_, r)| &r.service == service)
+        .fold(Decimal::ZERO, |sum, (_, r)| sum + r.credits.get());
+    if Credits::new(held + credits.get()).is_err() {
+        return Err(DomainError::invalid(
+            "credits",
+            "would take the service's reserved credits past the limit of 10^15",
+        ));
+    }
     let drawn = draw(account, service, credits).map_err(|(available, reason)| {
         DomainError::InsufficientCredits {
             required: credits,

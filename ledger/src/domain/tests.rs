@@ -892,3 +892,21 @@ fn a_debt_deeper_than_one_values_range_is_reported_not_a_panic() {
         serde_json::json!("-1000000000000000")
     );
 }
+
+#[test]
+fn a_services_reserved_credits_stay_within_one_values_range() {
+    let max = "1000000000000000";
+    let reserve = |n: u64| Command::Reserve {
+        reservation_id: rid(n),
+        service: svc("email"),
+        credits: c(max),
+        expires_in_s: 60,
+    };
+    let history = [
+        opened(),
+        granted("general", max),
+        granted("email", max),
+        reserved(1, "email", max, vec![draw("email", max)]),
+    ];
+    refuses(&history, [(reserve(2), ErrorCode::InvalidRequest)]);
+}
