@@ -13,6 +13,9 @@ cargo build --release --locked -p ledger-cli
 cargo build --release --locked -p ledger-gateway-adapter --features fake --bin fake-razorpay
 
 export LEDGER_ADMIN_TOKEN="${LEDGER_ADMIN_TOKEN:-local-admin-token}"
+# The ledger's NATS user (deploy/nats/accounts.conf, development password).
+export LEDGER_NATS_USER="${LEDGER_NATS_USER:-ledger}"
+export LEDGER_NATS_PASSWORD="${LEDGER_NATS_PASSWORD:-ledger-dev}"
 export LEDGER_HTTP_ADDR="${LEDGER_HTTP_ADDR:-127.0.0.1:8080}"
 fake_addr="${FAKE_RAZORPAY_ADDR:-127.0.0.1:8090}"
 # The fake Razorpay's test keys; a real deployment sets its own.

@@ -14,8 +14,11 @@ if nats_healthy; then
   say "nats-server already running on 127.0.0.1:$LEDGER_LOCAL_NATS_PORT"
 else
   mkdir -p "$LEDGER_LOCAL_NATS_STORE"
-  nohup "$root/deploy/.tools/bin/nats-server" -c "$root/deploy/nats/single-node.conf" \
-    >>"$nats_log" 2>&1 &
+  # The development passwords of deploy/nats/accounts.conf, as the
+  # server's environment.
+  ( set -a; . "$root/deploy/nats/dev-passwords.env"; set +a
+    exec nohup "$root/deploy/.tools/bin/nats-server" -c "$root/deploy/nats/single-node.conf" \
+      >>"$nats_log" 2>&1 ) &
   echo $! >"$nats_pid"
   for _ in $(seq 1 100); do nats_healthy && break; sleep 0.1; done
   nats_healthy || { tail -20 "$nats_log" >&2; echo "nats-server did not start" >&2; exit 1; }
@@ -46,4 +49,5 @@ if [ "$(psql_admin -tAc "SELECT 1 FROM pg_database WHERE datname = 'ledger'")" !
   say "database 'ledger' created"
 fi
 say "LEDGER_NATS_URL=nats://127.0.0.1:$LEDGER_LOCAL_NATS_PORT"
+say "LEDGER_NATS_USER=ledger LEDGER_NATS_PASSWORD=ledger-dev (deploy/nats/dev-passwords.env)"
 say "LEDGER_DATABASE_URL=postgres://ledger@127.0.0.1:$LEDGER_LOCAL_PG_PORT/ledger"

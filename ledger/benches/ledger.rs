@@ -1044,9 +1044,12 @@ const PG_PEER: &str = "plain PostgreSQL ledger";
 const CQRS_PEER: &str = "cqrs-es + postgres-es";
 
 async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Row>) {
-    let nats = NatsServer::start_with(NatsOptions { sync_always })
-        .await
-        .unwrap();
+    let nats = NatsServer::start_with(NatsOptions {
+        sync_always,
+        ..NatsOptions::default()
+    })
+    .await
+    .unwrap();
     // Equal durability: PostgreSQL fsyncs exactly when nats-server does.
     let pg = Postgres::start_with(PostgresOptions {
         durable: sync_always,

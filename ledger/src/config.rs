@@ -59,6 +59,8 @@ pub enum Role {
     Auditor,
     /// Operations: reads, and operator commands (grant, adjust).
     Ops,
+    /// A payment gateway: grants for top-ups, reversals, reads.
+    Gateway,
     /// Everything.
     Admin,
 }
@@ -177,6 +179,11 @@ impl Default for Limits {
 #[serde(default)]
 pub struct Config {
     pub nats_url: String,
+    /// The NATS user (`ledger` in deploy/nats/accounts.conf) and its
+    /// password; or a credentials file (`nats_creds`) instead.
+    pub nats_user: Option<String>,
+    pub nats_password: Option<Secret>,
+    pub nats_creds: Option<std::path::PathBuf>,
     pub database_url: String,
     /// One address serves every HTTP endpoint of the roles the process runs.
     pub http_addr: String,
@@ -196,12 +203,27 @@ pub struct Config {
     pub usage_stream_name: String,
     pub subject_prefix: String,
     pub limits: Limits,
+    /// The role of each NATS account that imports the command service (its
+    /// requests carry `Nats-Request-Info`); deploy/nats/accounts.conf's by
+    /// default. A request from another account is refused.
+    pub nats_callers: std::collections::BTreeMap<String, Role>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             nats_url: "nats://127.0.0.1:4222".into(),
+            nats_user: None,
+            nats_password: None,
+            nats_creds: None,
+            nats_callers: [
+                ("SERVICES", Role::Service),
+                ("GATEWAY", Role::Gateway),
+                ("OPS", Role::Ops),
+            ]
+            .into_iter()
+            .map(|(a, r)| (a.to_owned(), r))
+            .collect(),
             database_url: "postgres://ledger@127.0.0.1:55432/ledger".into(),
             http_addr: "127.0.0.1:8080".into(),
             admin_token: None,

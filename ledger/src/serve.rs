@@ -27,15 +27,22 @@ use crate::store::{EventStore, StreamSettings};
 /// How long start-up waits for NATS and PostgreSQL to answer.
 const CONNECT_WAIT: Duration = Duration::from_secs(60);
 
-/// Connects to NATS, retrying while the server comes up.
-pub async fn connect_nats(url: &str) -> anyhow::Result<async_nats::Client> {
+/// Connects to NATS as the configuration says (user and password, or a
+/// credentials file), retrying while the server comes up.
+pub async fn connect_nats(config: &Config) -> anyhow::Result<async_nats::Client> {
+    let url = config.nats_url.as_str();
     let started = std::time::Instant::now();
     loop {
-        match async_nats::ConnectOptions::new()
-            .name("ledger")
-            .connect(url)
-            .await
-        {
+        let mut options = async_nats::ConnectOptions::new().name("ledger");
+        if let Some(path) = &config.nats_creds {
+            options = options
+                .credentials_file(path)
+                .await
+                .with_context(|| format!("reading NATS credentials {}", path.display()))?;
+        } else if let (Some(user), Some(password)) = (&config.nats_user, &config.nats_password) {
+            options = options.user_and_password(user.clone(), password.expose().to_owned());
+        }
+        match options.connect(url).await {
             Ok(c) => return Ok(c),
             Err(e) if started.elapsed() < CONNECT_WAIT => {
                 tracing::info!(error = %e, url, "waiting for NATS");
@@ -105,7 +112,7 @@ impl Process {
         config: &Config,
         migrations: &[refinery::Migration],
     ) -> anyhow::Result<Self> {
-        let client = connect_nats(&config.nats_url).await?;
+        let client = connect_nats(config).await?;
         let store = open_store(client.clone(), config).await?;
         let pool = connect_db(&config.database_url, migrations).await?;
         Ok(Process {
@@ -238,7 +245,7 @@ impl Process {
 /// The command role: commands over NATS and HTTP, the usage intake, the
 /// key indexer, and reservation expiry with idempotency-key retention.
 pub async fn command(p: &mut Process, config: &Config) -> anyhow::Result<()> {
-    let appends = connect_nats(&config.nats_url).await?;
+    let appends = connect_nats(config).await?;
     let engine = Engine::new(
         p.store.clone(),
         appends,
@@ -251,8 +258,13 @@ pub async fn command(p: &mut Process, config: &Config) -> anyhow::Result<()> {
         engine: engine.clone(),
         tokens: p.tokens.clone(),
     }));
-    let serving =
-        crate::api::nats::start(p.client.clone(), engine.clone(), &config.subject_prefix).await?;
+    let serving = crate::api::nats::start(
+        p.client.clone(),
+        engine.clone(),
+        &config.subject_prefix,
+        Arc::new(config.nats_callers.clone()),
+    )
+    .await?;
     let token = p.shutdown.clone();
     p.spawn(async move { serving.run(token.cancelled_owned()).await });
 
@@ -359,7 +371,7 @@ pub async fn rebuild(
             })?],
             None => Projection::ALL.to_vec(),
         };
-    let client = connect_nats(&config.nats_url).await?;
+    let client = connect_nats(config).await?;
     let store = open_store(client, config).await?;
     connect_db(&config.database_url, migrations).await?;
     for p in chosen {

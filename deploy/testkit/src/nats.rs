@@ -22,6 +22,10 @@ pub struct NatsOptions {
     /// `sync_interval: always`: fsync every write before acknowledging it.
     /// Off by default, as in nats-server (which fsyncs every 2 minutes).
     pub sync_always: bool,
+    /// The shipped accounts, users and permissions
+    /// (`deploy/nats/accounts.conf`, development passwords) instead of an
+    /// open server.
+    pub accounts: bool,
 }
 
 /// A running (or stopped) nats-server owned by a test.
@@ -105,11 +109,32 @@ impl NatsServer {
         } else {
             ""
         };
+        // nats-server reads includes relative to the including file: the
+        // shipped accounts are copied beside it; their passwords are
+        // variables the server takes from its environment.
+        let mut passwords = Vec::new();
+        let accounts = if self.options.accounts {
+            let shipped = crate::workspace_root().join("deploy/nats");
+            std::fs::copy(
+                shipped.join("accounts.conf"),
+                self.dir.path().join("accounts.conf"),
+            )?;
+            let env = std::fs::read_to_string(shipped.join("dev-passwords.env"))?;
+            passwords = env
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .collect();
+            "include \"accounts.conf\"\n".to_owned()
+        } else {
+            String::new()
+        };
         std::fs::write(
             &config,
             format!(
                 "server_name: ledger_test\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\n\
-                 jetstream {{\n  store_dir: {:?}{sync}\n}}\n",
+                 jetstream {{\n  store_dir: {:?}{sync}\n}}\n{accounts}",
                 self.port,
                 self.monitor_port,
                 store.display().to_string()
@@ -117,7 +142,7 @@ impl NatsServer {
         )?;
         let log = self.dir.path().join("nats.log");
         let mut cmd = Command::new(binary()?);
-        cmd.arg("-c").arg(&config);
+        cmd.arg("-c").arg(&config).envs(passwords);
         let mut child = spawn(cmd, &log)?;
         let monitor = self.monitor_port;
         wait_ready(&mut child, &log, "nats-server", || healthy(monitor)).await?;

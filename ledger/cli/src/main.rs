@@ -207,7 +207,7 @@ async fn serve(settings: Settings, role: Role) -> anyhow::Result<()> {
 
 /// The stream, opened for reading only (an auditor's credentials suffice).
 async fn read_stream(config: &Config) -> anyhow::Result<async_nats::jetstream::stream::Stream> {
-    let client = ledger::serve::connect_nats(&config.nats_url).await?;
+    let client = ledger::serve::connect_nats(config).await?;
     let js = async_nats::jetstream::new(client);
     js.get_stream(&config.stream_name)
         .await

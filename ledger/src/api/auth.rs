@@ -7,10 +7,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use ledger_schemas::{AccountId, Actor, ErrorBody, ErrorCode};
+use ledger_schemas::{AccountId, Actor, ErrorBody, ErrorCode, GrantSource};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Role};
+use crate::domain::Command;
 
 /// What a request wants to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +35,9 @@ pub struct Principal {
     pub name: String,
     pub role: Role,
     accounts: HashSet<AccountId>,
+    /// A service principal that may act for its own service only (its
+    /// name): NATS users of the services account.
+    service_bound: bool,
 }
 
 impl Principal {
@@ -44,6 +48,7 @@ impl Principal {
             Role::Console => "console",
             Role::Auditor => "auditor",
             Role::Ops => "operator",
+            Role::Gateway => "gateway",
             Role::Admin => "admin",
         };
         Actor::parse(format!("{kind}:{}", self.name)).unwrap_or_else(|_| Actor::system())
@@ -61,6 +66,7 @@ impl Principal {
             Role::Service => matches!(action, Spend | ReadAccount),
             Role::Console => matches!(action, Transfer | ReadAccount | TopUp),
             Role::Auditor => matches!(action, ReadAccount | ReadOps),
+            Role::Gateway => matches!(action, Operate | ReadAccount),
         };
         if !role_ok {
             return Err(Box::new(
@@ -78,6 +84,40 @@ impl Principal {
             }
         }
         Ok(())
+    }
+
+    /// A caller nats-server vouches for (`Nats-Request-Info`): the role of
+    /// its NATS account, named by its NATS user.
+    pub fn vouched(role: Role, user: &str) -> Principal {
+        Principal {
+            name: user.to_owned(),
+            role,
+            accounts: HashSet::new(),
+            service_bound: role == Role::Service,
+        }
+    }
+
+    /// What a role may ask beyond its actions: a gateway grants only for
+    /// top-ups and adjusts nothing; a service bound to its name spends only
+    /// for itself.
+    pub fn check_command(&self, command: &Command) -> Result<(), Box<ErrorBody>> {
+        let forbidden = |m: String| Err(Box::new(ErrorBody::new(ErrorCode::Forbidden, m)));
+        match (self.role, command) {
+            (Role::Gateway, Command::Grant { source, .. }) if *source != GrantSource::Topup => {
+                forbidden("A gateway grants credits for top-ups only.".into())
+            }
+            (Role::Gateway, Command::Adjust { .. }) => {
+                forbidden("A gateway may not adjust balances.".into())
+            }
+            (
+                Role::Service,
+                Command::Consume { service, .. } | Command::Reserve { service, .. },
+            ) if self.service_bound && service.as_str() != self.name => forbidden(format!(
+                "Service '{}' may not spend for service '{service}'.",
+                self.name
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -101,6 +141,7 @@ impl Tokens {
                     name: t.name.clone(),
                     role: t.role,
                     accounts: t.accounts.iter().cloned().collect(),
+                    service_bound: false,
                 },
             );
         }
@@ -111,6 +152,7 @@ impl Tokens {
                     name: "admin".into(),
                     role: Role::Admin,
                     accounts: HashSet::new(),
+                    service_bound: false,
                 },
             );
         }

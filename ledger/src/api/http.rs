@@ -277,13 +277,8 @@ async fn execute(
         &principal.actor(),
         state.engine.limits().batch_items_max,
     )?;
-    if action != Action::OpenAccount {
-        match parsed.account() {
-            Some(account) => principal.check(action, Some(account))?,
-            // Each item of a batch is authorised on its own account.
-            None => parsed.authorize_items(|account| principal.check(action, Some(account))),
-        }
-    }
+    debug_assert_eq!(action, super::action_of(name));
+    super::authorize(principal, name, &mut parsed)?;
     match run(&state.engine, parsed).await {
         Ok(reply) => Ok(json_body(status, reply)),
         Err(e) => Err(ApiError(Box::new((*e).clone()))),
@@ -393,17 +388,7 @@ async fn command(
                 .with_detail("field", "name"),
             ))
         })?;
-    let action = match name {
-        CommandName::OpenAccount => Action::OpenAccount,
-        CommandName::Consume
-        | CommandName::ConsumeBatch
-        | CommandName::Reserve
-        | CommandName::Capture
-        | CommandName::Release => Action::Spend,
-        CommandName::Grant | CommandName::Adjust | CommandName::Reverse => Action::Operate,
-        CommandName::Transfer => Action::Transfer,
-        CommandName::GetBalance => Action::ReadAccount,
-    };
+    let action = super::action_of(name);
     if action == Action::OpenAccount {
         principal.check(action, None)?;
     }

@@ -39,17 +39,60 @@ impl Parsed {
         }
     }
 
-    /// Refuses each batch item on an account `allowed` refuses (the other
-    /// items go on: items are independent).
-    pub fn authorize_items(&mut self, allowed: impl Fn(&AccountId) -> Result<(), Box<ErrorBody>>) {
+    /// Refuses each batch item `allowed` refuses (the other items go on:
+    /// items are independent).
+    pub fn authorize_items(
+        &mut self,
+        allowed: impl Fn(&CommandRequest) -> Result<(), Box<ErrorBody>>,
+    ) {
         if let Parsed::Batch(items) = self {
             for item in items.iter_mut() {
                 if let Ok(request) = item {
-                    if let Err(e) = allowed(&request.account) {
+                    if let Err(e) = allowed(request) {
                         *item = Err(Arc::from(e));
                     }
                 }
             }
+        }
+    }
+}
+
+/// What command `name` asks of the caller's role.
+pub fn action_of(name: CommandName) -> auth::Action {
+    use auth::Action;
+    match name {
+        CommandName::OpenAccount => Action::OpenAccount,
+        CommandName::Consume
+        | CommandName::ConsumeBatch
+        | CommandName::Reserve
+        | CommandName::Capture
+        | CommandName::Release => Action::Spend,
+        CommandName::Grant | CommandName::Adjust | CommandName::Reverse => Action::Operate,
+        CommandName::Transfer => Action::Transfer,
+        CommandName::GetBalance => Action::ReadAccount,
+    }
+}
+
+/// Authorises a parsed request of `name` for `principal`: its action on
+/// the request's account, and what its role may ask; each batch item on
+/// its own account.
+pub fn authorize(
+    principal: &auth::Principal,
+    name: CommandName,
+    parsed: &mut Parsed,
+) -> Result<(), Box<ErrorBody>> {
+    let action = action_of(name);
+    let check = |account: &AccountId, command: Option<&Command>| {
+        let on = (action != auth::Action::OpenAccount).then_some(account);
+        principal.check(action, on)?;
+        command.map_or(Ok(()), |c| principal.check_command(c))
+    };
+    match parsed {
+        Parsed::Command(c) => check(&c.account, Some(&c.command)),
+        Parsed::Balance(a) => check(a, None),
+        Parsed::Batch(_) => {
+            parsed.authorize_items(|r| check(&r.account, Some(&r.command)));
+            Ok(())
         }
     }
 }

@@ -12,7 +12,8 @@ const WEBHOOK_SECRET: &str = "demo-webhook-secret";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_runs_against_a_served_ledger_and_the_audit_finds_nothing() {
-    let servers = Servers::start().await;
+    // As deployed: nats-server with the shipped accounts and permissions.
+    let servers = Servers::start_secured().await;
     let fake = Fake::new(KEY_ID, KEY_SECRET);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let fake_url = format!("http://{}", listener.local_addr().unwrap());

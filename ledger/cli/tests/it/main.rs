@@ -12,6 +12,7 @@ mod inputs;
 mod intake;
 mod keys;
 mod projections;
+mod security;
 mod store;
 mod support;
 mod topups;

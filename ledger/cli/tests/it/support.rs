@@ -17,14 +17,37 @@ pub const ADMIN: &str = "test-admin-token";
 pub struct Servers {
     pub nats: NatsServer,
     pub pg: Postgres,
+    /// Whether nats-server runs the shipped accounts and permissions (the
+    /// ledger then connects as user `ledger`).
+    pub secured: bool,
+}
+
+/// The development password of each user of deploy/nats/accounts.conf.
+pub fn nats_password(user: &str) -> String {
+    format!("{user}-dev")
 }
 
 impl Servers {
     pub async fn start() -> Self {
-        let (nats, pg) = tokio::join!(NatsServer::start(), Postgres::start());
+        Self::start_with(ledger_testkit::NatsOptions::default()).await
+    }
+
+    /// nats-server with deploy/nats/accounts.conf, as deployed.
+    pub async fn start_secured() -> Self {
+        Self::start_with(ledger_testkit::NatsOptions {
+            accounts: true,
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn start_with(options: ledger_testkit::NatsOptions) -> Self {
+        let secured = options.accounts;
+        let (nats, pg) = tokio::join!(NatsServer::start_with(options), Postgres::start());
         let servers = Servers {
             nats: nats.expect("nats-server starts"),
             pg: pg.expect("postgres starts"),
+            secured,
         };
         // Like a real deployment (and deploy/local): an unprivileged role
         // named `ledger` owning database `ledger`.
@@ -52,6 +75,10 @@ impl Servers {
             ..Config::default()
         };
         c.limits.publish_timeout_ms = 2000;
+        if self.secured {
+            c.nats_user = Some("ledger".into());
+            c.nats_password = Some(Secret::new(nats_password("ledger")));
+        }
         Settings {
             ledger: c,
             ..Settings::default()
@@ -74,20 +101,46 @@ impl Servers {
         db
     }
 
+    /// A client: on a secured server, the operator (the ledger's account,
+    /// every permission).
     pub async fn client(&self) -> async_nats::Client {
+        if self.secured {
+            return self.client_as("operator").await;
+        }
         async_nats::connect(self.nats.url()).await.unwrap()
+    }
+
+    /// A client connected as `user` of deploy/nats/accounts.conf.
+    pub async fn client_as(&self, user: &str) -> async_nats::Client {
+        async_nats::ConnectOptions::with_user_and_password(user.into(), nats_password(user))
+            .connect(self.nats.url())
+            .await
+            .unwrap()
+    }
+
+    /// `LEDGER_*` variables that reach these servers (as user `ledger` on
+    /// a secured server).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let config = self.config();
+        let mut env = vec![
+            ("LEDGER_NATS_URL", config.ledger.nats_url.clone()),
+            ("LEDGER_DATABASE_URL", config.ledger.database_url.clone()),
+        ];
+        if self.secured {
+            env.push(("LEDGER_NATS_USER", "ledger".into()));
+            env.push(("LEDGER_NATS_PASSWORD", nats_password("ledger")));
+        }
+        env
     }
 }
 
 /// A `ledger serve --role ROLE` process of its own against these servers,
 /// with `env` on top (killed on drop).
 pub fn spawn_ledger(servers: &Servers, role: &str, env: &[(&str, &str)]) -> tokio::process::Child {
-    let config = servers.config();
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ledger"));
     command
         .args(["serve", "--role", role])
-        .env("LEDGER_NATS_URL", &config.ledger.nats_url)
-        .env("LEDGER_DATABASE_URL", &config.ledger.database_url)
+        .envs(servers.env())
         .env("LEDGER_HTTP_ADDR", "127.0.0.1:0")
         .env("LEDGER_ADMIN_TOKEN", ADMIN)
         .env("RUST_LOG", "warn")
@@ -128,11 +181,19 @@ pub async fn serve_ledger(
 
 /// Runs `ledger ARGS` against these servers to its end.
 pub fn run_ledger(servers: &Servers, args: &[&str]) -> std::process::Output {
-    let config = servers.config();
+    run_ledger_with(servers, args, &[])
+}
+
+/// The same, with `env` on top.
+pub fn run_ledger_with(
+    servers: &Servers,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_ledger"))
         .args(args)
-        .env("LEDGER_NATS_URL", &config.ledger.nats_url)
-        .env("LEDGER_DATABASE_URL", &config.ledger.database_url)
+        .envs(servers.env())
+        .envs(env.iter().copied())
         .output()
         .expect("the ledger binary runs")
 }

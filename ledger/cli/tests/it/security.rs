@@ -1,0 +1,216 @@
+//! Only the ledger writes the log: nats-server runs the shipped accounts
+//! and permissions (deploy/nats/accounts.conf), and each role is refused
+//! what it may not do, by the server or by the ledger, with the log
+//! unchanged; the actor of an event is the identity the server vouches for.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// A request that may be refused by the server (a permission violation
+/// leaves it unanswered): its reply, or why there is none.
+async fn try_request(
+    client: &async_nats::Client,
+    subject: &str,
+    body: Value,
+) -> Result<Value, String> {
+    let reply = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.request(subject.to_owned(), body.to_string().into()),
+    )
+    .await
+    .map_err(|_| "no answer".to_owned())?
+    .map_err(|e| e.to_string())?;
+    Ok(serde_json::from_slice(&reply.payload).unwrap())
+}
+
+/// A publish the server may refuse; then flushed, so a violation has
+/// reached the server before the log is looked at.
+async fn try_publish(client: &async_nats::Client, subject: &str, body: &str) {
+    let _ = client
+        .publish(subject.to_owned(), body.to_owned().into())
+        .await;
+    let _ = client.flush().await;
+}
+
+fn consume(key: &str, service: &str, credits: &str) -> Value {
+    json!({"idempotency_key": key, "account_id": "sec", "service": service, "quantity": 1,
+        "credits": credits})
+}
+
+fn grant(key: &str, source: &str) -> Value {
+    let mut g = json!({"idempotency_key": key, "account_id": "sec", "bucket": "general",
+        "credits": "5", "source": source});
+    if source == "topup" {
+        g["topup_id"] = json!("0190b7a4-1111-7000-8000-000000000001");
+        g["payment_id"] = json!(format!("pay_{key}"));
+    }
+    g
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_is_refused_what_it_may_not_do_and_the_log_is_unchanged() {
+    let servers = Servers::start_secured().await;
+    let running = servers.ledger().await;
+    let operator = servers.client().await;
+    funded(&operator, "sec", "100").await;
+    let (email, gateway, ops, auditor) = (
+        servers.client_as("email").await,
+        servers.client_as("gateway").await,
+        servers.client_as("ops").await,
+        servers.client_as("auditor").await,
+    );
+    let head = stream_head(&operator).await;
+
+    // A service may not grant or adjust, nor spend for another service.
+    for (subject, body) in [
+        ("ledger.cmd.grant", grant("e-1", "promotion")),
+        (
+            "ledger.cmd.adjust",
+            json!({"idempotency_key": "e-2", "account_id": "sec",
+            "bucket": "general", "delta": "1000", "reason": "mine"}),
+        ),
+        (
+            "ledger.cmd.open_account",
+            json!({"idempotency_key": "e-3", "account_id": "x"}),
+        ),
+    ] {
+        let r = try_request(&email, subject, body).await;
+        assert!(r.is_err(), "{subject} answered {r:?}");
+    }
+    let r = try_request(&email, "ledger.cmd.consume", consume("e-4", "sms", "1")).await;
+    assert_eq!(code(&r.unwrap()), Some("forbidden"));
+    // Usage for another service is refused by the server.
+    let js = async_nats::jetstream::new(email.clone());
+    let usage = json!({"usage_id": "u-sms", "account_id": "sec", "service": "sms",
+        "quantity": 1, "occurred_at": "2026-01-01T00:00:00.000Z"});
+    let published = tokio::time::timeout(Duration::from_secs(2), async {
+        js.publish("ledger.usage.sms.sec", usage.to_string().into())
+            .await?
+            .await
+    })
+    .await;
+    assert!(!matches!(published, Ok(Ok(_))), "{published:?}");
+
+    // Nobody but the ledger writes events: other accounts' subjects are
+    // their own, and the auditor's and the operator's are refused.
+    let forged =
+        json!({"event_id": "01900000-0000-7000-8000-00000000f0f0", "type": "credits_granted"});
+    for c in [&email, &gateway, &ops, &auditor] {
+        try_publish(c, "ledger.events.acct.sec", &forged.to_string()).await;
+    }
+    // The auditor writes nothing and asks no command.
+    assert!(
+        try_request(&auditor, "ledger.cmd.grant", grant("a-1", "promotion"))
+            .await
+            .is_err()
+    );
+    // The gateway grants for top-ups only, and adjusts nothing.
+    let r = try_request(&gateway, "ledger.cmd.grant", grant("g-1", "promotion")).await;
+    assert_eq!(code(&r.unwrap()), Some("forbidden"));
+    assert!(
+        try_request(&gateway, "ledger.cmd.adjust", json!({}))
+            .await
+            .is_err()
+    );
+    // Ops may not spend.
+    assert!(
+        try_request(&ops, "ledger.cmd.consume", consume("o-1", "email", "1"))
+            .await
+            .is_err()
+    );
+
+    // None of it reached the log.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(stream_head(&operator).await, head, "the log is unchanged");
+
+    // The ledger itself may not change or cut its own streams; the
+    // operator may look at them.
+    let ledger_user = servers.client_as("ledger").await;
+    for api in [
+        "$JS.API.STREAM.DELETE.LEDGER",
+        "$JS.API.STREAM.PURGE.LEDGER",
+        "$JS.API.STREAM.UPDATE.LEDGER",
+    ] {
+        let r = try_request(&ledger_user, api, json!({"name": "LEDGER"})).await;
+        assert!(r.is_err(), "{api}: {r:?}");
+    }
+    let js = async_nats::jetstream::new(operator.clone());
+    assert!(js.get_stream("LEDGER").await.is_ok(), "the stream is there");
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_actor_is_who_the_server_vouches_for_whatever_the_headers() {
+    let servers = Servers::start_secured().await;
+    let running = servers.ledger().await;
+    let operator = servers.client().await;
+    funded(&operator, "sec", "100").await;
+    let email = servers.client_as("email").await;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Ledger-Actor", "admin:root");
+    headers.insert("Nats-Request-Info", r#"{"acc":"LEDGER","user":"operator"}"#);
+    let reply = email
+        .request_with_headers(
+            "ledger.cmd.consume",
+            headers,
+            consume("v-1", "email", "2").to_string().into(),
+        )
+        .await
+        .unwrap();
+    let r: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert!(code(&r).is_none(), "{r}");
+    assert_eq!(r["event"]["actor"], "service:email", "{r}");
+
+    // Usage published by the service, with JetStream's acknowledgement
+    // across accounts, is consumed for it.
+    let js = async_nats::jetstream::new(email.clone());
+    let usage = json!({"usage_id": "u-1", "account_id": "sec", "service": "email",
+        "quantity": 1, "credits": "3", "occurred_at": "2026-01-01T00:00:00.000Z"});
+    js.publish("ledger.usage.email.sec", usage.to_string().into())
+        .await
+        .unwrap()
+        .await
+        .expect("the usage stream acknowledges it");
+    let consumed = wait_for(Duration::from_secs(20), || async {
+        let log = log_of(&operator, "sec").await;
+        log.into_iter().find(|e| {
+            e.idempotency_key
+                .as_ref()
+                .is_some_and(|k| k.as_str().contains("u-1"))
+        })
+    })
+    .await;
+    assert_eq!(consumed.actor.as_str(), "service:email");
+
+    // The gateway's top-up grant is recorded as the gateway's; ops' as ops'.
+    let gateway = servers.client_as("gateway").await;
+    let r = try_request(&gateway, "ledger.cmd.grant", grant("g-2", "topup"))
+        .await
+        .unwrap();
+    assert_eq!(r["event"]["actor"], "gateway:gateway", "{r}");
+    let ops = servers.client_as("ops").await;
+    let r = try_request(&ops, "ledger.cmd.grant", grant("o-2", "promotion"))
+        .await
+        .unwrap();
+    assert_eq!(r["event"]["actor"], "operator:ops", "{r}");
+
+    // An auditor reads the whole log with its read-only user.
+    let out = run_ledger_with(
+        &servers,
+        &["audit", "verify"],
+        &[
+            ("LEDGER_NATS_USER", "auditor"),
+            ("LEDGER_NATS_PASSWORD", "auditor-dev"),
+        ],
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("verified "),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    running.stop().await.unwrap();
+}
