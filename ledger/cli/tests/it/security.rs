@@ -214,3 +214,86 @@ async fn the_actor_is_who_the_server_vouches_for_whatever_the_headers() {
     );
     running.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_tokens_are_held_to_their_role_and_accounts() {
+    use ledger::config::{Role, Secret, TokenConfig};
+    let servers = Servers::start_secured().await;
+    let mut config = servers.config();
+    let token = |name: &str, role, accounts: &[&str]| TokenConfig {
+        name: name.into(),
+        token: Secret::new(format!("{name}-token")),
+        role,
+        accounts: accounts
+            .iter()
+            .map(|a| ledger_schemas::AccountId::parse(*a).unwrap())
+            .collect(),
+    };
+    config.ledger.tokens = vec![
+        token("console-a", Role::Console, &["acct-a"]),
+        token("sms", Role::Service, &[]),
+    ];
+    let running = ledger_cli::start(&config, ledger_cli::Role::All)
+        .await
+        .unwrap();
+    let operator = servers.client().await;
+    funded(&operator, "acct-a", "10").await;
+    funded(&operator, "acct-b", "10").await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", running.http_addr);
+    let call = |method: reqwest::Method, path: &str, token: &str, body: Option<Value>| {
+        let mut req = http
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let get = reqwest::Method::GET;
+    let post = reqwest::Method::POST;
+    let (s, _) = call(
+        get.clone(),
+        "/v1/accounts/acct-a/history",
+        "console-a-token",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    for path in [
+        "/v1/accounts/acct-b/history",
+        "/v1/accounts/acct-b/balances",
+    ] {
+        let (s, e) = call(get.clone(), path, "console-a-token", None).await;
+        assert_eq!((s, code(&e)), (403, Some("forbidden")), "{path}: {e}");
+    }
+    let transfer = json!({"idempotency_key": "t-1", "account_id": "acct-b",
+        "from_bucket": "general", "to_bucket": "sms", "credits": "1"});
+    let (s, e) = call(
+        post.clone(),
+        "/v1/commands/transfer",
+        "console-a-token",
+        Some(transfer),
+    )
+    .await;
+    assert_eq!((s, code(&e)), (403, Some("forbidden")), "{e}");
+    let (s, e) = call(
+        post.clone(),
+        "/v1/commands/grant",
+        "sms-token",
+        Some(json!({
+        "idempotency_key": "g-1", "account_id": "acct-a", "bucket": "general",
+        "credits": "5", "source": "promotion"})),
+    )
+    .await;
+    assert_eq!((s, code(&e)), (403, Some("forbidden")), "{e}");
+    let (s, e) = call(get, "/v1/accounts/acct-a/balances", "not-a-token", None).await;
+    assert_eq!((s, code(&e)), (401, Some("unauthorized")), "{e}");
+    running.stop().await.unwrap();
+}
