@@ -62,15 +62,7 @@ async fn a_clean_log_verifies_and_a_bypassing_event_is_named() {
     assert!(clean.events > 30);
 
     // The binary agrees, with exit status 0.
-    let config = servers.config();
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_ledger"))
-            .args(args)
-            .env("LEDGER_NATS_URL", &config.ledger.nats_url)
-            .env("LEDGER_DATABASE_URL", &config.ledger.database_url)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| run_ledger(&servers, args);
     let out = run(&["audit", "verify"]);
     assert!(
         out.status.success(),

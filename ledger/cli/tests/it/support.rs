@@ -28,11 +28,13 @@ pub fn nats_password(user: &str) -> String {
 }
 
 impl Servers {
+    /// nats-server with deploy/nats/accounts.conf, as deployed (the
+    /// ledger connects as `ledger`, test clients as `operator`).
     pub async fn start() -> Self {
-        Self::start_with(ledger_testkit::NatsOptions::default()).await
+        Self::start_secured().await
     }
 
-    /// nats-server with deploy/nats/accounts.conf, as deployed.
+    /// The same, said where the permissions are what a test is about.
     pub async fn start_secured() -> Self {
         Self::start_with(ledger_testkit::NatsOptions {
             accounts: true,
