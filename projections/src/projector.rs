@@ -5,9 +5,11 @@
 //! transaction that also advances its checkpoint: a crash anywhere leaves the
 //! tables as of the last committed batch, and the next run resumes after it.
 //! One instance per projector is active, holding a session advisory lock on
-//! its own connection; others wait and take over when it dies. An event the
-//! projector cannot fold (unknown type or schema version) stops it with the
-//! event named; PostgreSQL or NATS down makes it wait and resume.
+//! its own connection; others wait and take over when it dies. A message
+//! the ledger did not write is skipped and quarantined ([`crate::sift`]);
+//! a genuine event the projector cannot fold (unknown type or schema
+//! version) stops this projector alone, recorded with the event named for
+//! readiness to report; PostgreSQL or NATS down makes it wait and resume.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
