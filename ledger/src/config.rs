@@ -184,6 +184,9 @@ pub struct Config {
     pub nats_user: Option<String>,
     pub nats_password: Option<Secret>,
     pub nats_creds: Option<std::path::PathBuf>,
+    /// A CA certificate (PEM) to verify nats-server's TLS certificate by;
+    /// when set, the connection must be TLS.
+    pub nats_tls_ca: Option<std::path::PathBuf>,
     pub database_url: String,
     /// One address serves every HTTP endpoint of the roles the process runs.
     pub http_addr: String,
@@ -216,6 +219,7 @@ impl Default for Config {
             nats_user: None,
             nats_password: None,
             nats_creds: None,
+            nats_tls_ca: None,
             nats_callers: [
                 ("SERVICES", Role::Service),
                 ("GATEWAY", Role::Gateway),

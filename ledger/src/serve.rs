@@ -34,6 +34,9 @@ pub async fn connect_nats(config: &Config) -> anyhow::Result<async_nats::Client>
     let started = std::time::Instant::now();
     loop {
         let mut options = async_nats::ConnectOptions::new().name("ledger");
+        if let Some(ca) = &config.nats_tls_ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
         if let Some(path) = &config.nats_creds {
             options = options
                 .credentials_file(path)

@@ -26,6 +26,9 @@ pub struct NatsOptions {
     /// (`deploy/nats/accounts.conf`, development passwords) instead of an
     /// open server.
     pub accounts: bool,
+    /// TLS for clients: the server's certificate and key (PEM files);
+    /// clients must then speak TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// A running (or stopped) nats-server owned by a test.
@@ -130,11 +133,19 @@ impl NatsServer {
         } else {
             String::new()
         };
+        let tls = match &self.options.tls {
+            Some((cert, key)) => format!(
+                "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n}}\n",
+                cert.display().to_string(),
+                key.display().to_string()
+            ),
+            None => String::new(),
+        };
         std::fs::write(
             &config,
             format!(
                 "server_name: ledger_test\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\n\
-                 jetstream {{\n  store_dir: {:?}{sync}\n}}\n{accounts}",
+                 jetstream {{\n  store_dir: {:?}{sync}\n}}\n{accounts}{tls}",
                 self.port,
                 self.monitor_port,
                 store.display().to_string()

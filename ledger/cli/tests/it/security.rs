@@ -297,3 +297,71 @@ async fn http_tokens_are_held_to_their_role_and_accounts() {
     assert_eq!((s, code(&e)), (401, Some("unauthorized")), "{e}");
     running.stop().await.unwrap();
 }
+
+/// A CA, and a certificate for 127.0.0.1 it signed: (CA, certificate, key)
+/// PEM files in `dir`.
+fn certificates(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_over_tls_with_the_configured_ca_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(dir.path());
+    let servers = Servers::start_with(ledger_testkit::NatsOptions {
+        accounts: true,
+        tls: Some((cert, key)),
+        ..Default::default()
+    })
+    .await;
+    let mut config = servers.config();
+    config.ledger.nats_tls_ca = Some(ca.clone());
+    let running = ledger_cli::start_command(&config)
+        .await
+        .expect("the ledger connects over TLS");
+    let connect = |ca: Option<std::path::PathBuf>| {
+        let mut options = async_nats::ConnectOptions::with_user_and_password(
+            "operator".into(),
+            nats_password("operator"),
+        );
+        if let Some(ca) = ca {
+            options = options.add_root_certificates(ca).require_tls(true);
+        }
+        let url = servers.nats.url();
+        async move { tokio::time::timeout(Duration::from_secs(5), options.connect(url)).await }
+    };
+    let client = connect(Some(ca))
+        .await
+        .unwrap()
+        .expect("a client with the CA connects");
+    funded(&client, "tls", "5").await;
+    let b = cmd(&client, "get_balance", json!({"account_id": "tls"})).await;
+    assert_eq!(b["balances"]["general"], "5", "{b}");
+    // Without the CA (a plain client, or one trusting only the usual
+    // roots) the server's certificate is not accepted: no connection.
+    let plain = connect(None).await;
+    assert!(
+        !matches!(plain, Ok(Ok(_))),
+        "a client without the CA connected"
+    );
+    running.stop().await.unwrap();
+}

@@ -43,7 +43,7 @@ impl Servers {
         .await
     }
 
-    async fn start_with(options: ledger_testkit::NatsOptions) -> Self {
+    pub async fn start_with(options: ledger_testkit::NatsOptions) -> Self {
         let secured = options.accounts;
         let (nats, pg) = tokio::join!(NatsServer::start_with(options), Postgres::start());
         let servers = Servers {
