@@ -190,6 +190,10 @@ pub struct Config {
     pub database_url: String,
     /// One address serves every HTTP endpoint of the roles the process runs.
     pub http_addr: String,
+    /// HTTPS: the certificate chain and private key (PEM files); plain
+    /// HTTP when unset.
+    pub http_tls_cert: Option<std::path::PathBuf>,
+    pub http_tls_key: Option<std::path::PathBuf>,
     /// When set, a bearer token with role `admin` (for set-up and tests).
     pub admin_token: Option<Secret>,
     pub tokens: Vec<TokenConfig>,
@@ -230,6 +234,8 @@ impl Default for Config {
             .collect(),
             database_url: "postgres://ledger@127.0.0.1:55432/ledger".into(),
             http_addr: "127.0.0.1:8080".into(),
+            http_tls_cert: None,
+            http_tls_key: None,
             admin_token: None,
             tokens: Vec::new(),
             idempotency_retention_s: 7 * 24 * 3600,

@@ -56,6 +56,30 @@ pub async fn connect_nats(config: &Config) -> anyhow::Result<async_nats::Client>
     }
 }
 
+/// The TLS settings of HTTPS from PEM files: the certificate chain and the
+/// private key (rustls with ring; TLS 1.2 and 1.3).
+fn https_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<axum_server::tls_rustls::RustlsConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("reading the HTTPS certificate {}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("reading the HTTPS key {}", key.display()))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("the HTTPS certificate and key")?;
+    Ok(axum_server::tls_rustls::RustlsConfig::from_config(
+        std::sync::Arc::new(config),
+    ))
+}
+
 /// Opens the pool and applies migrations (the command side's, `others`, and
 /// the read models'), retrying while PostgreSQL comes up.
 pub async fn connect_db(
@@ -230,12 +254,34 @@ impl Process {
             config.limits.request_body_bytes_max,
         );
         let token = self.shutdown.clone();
-        self.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await
-                .context("HTTP server")
-        });
+        match (&config.http_tls_cert, &config.http_tls_key) {
+            (Some(cert), Some(key)) => {
+                let tls = https_config(cert, key)?;
+                let listener = listener.into_std()?;
+                let handle = axum_server::Handle::new();
+                let stop = handle.clone();
+                tokio::spawn(async move {
+                    token.cancelled().await;
+                    stop.graceful_shutdown(Some(Duration::from_secs(10)));
+                });
+                self.spawn(async move {
+                    axum_server::from_tcp_rustls(listener, tls)
+                        .handle(handle)
+                        .serve(app.into_make_service())
+                        .await
+                        .context("HTTPS server")
+                });
+            }
+            (None, None) => {
+                self.spawn(async move {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(token.cancelled_owned())
+                        .await
+                        .context("HTTP server")
+                });
+            }
+            _ => anyhow::bail!("HTTPS needs both http_tls_cert and http_tls_key"),
+        }
         Ok(Running {
             engine: self.engine,
             http_addr,

@@ -365,3 +365,43 @@ async fn nats_over_tls_with_the_configured_ca_and_nothing_else() {
     );
     running.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_configured_certificate_and_no_plain_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(dir.path());
+    let servers = Servers::start().await;
+    let mut config = servers.config();
+    config.ledger.http_tls_cert = Some(cert);
+    config.ledger.http_tls_key = Some(key);
+    let running = ledger_cli::start(&config, ledger_cli::Role::All)
+        .await
+        .unwrap();
+    let port = running.http_addr.port();
+    let trusted = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let r = trusted
+        .get(format!("https://127.0.0.1:{port}/readyz"))
+        .send()
+        .await
+        .expect("HTTPS answers");
+    assert_eq!(r.status().as_u16(), 200);
+    let r = trusted
+        .get(format!("https://127.0.0.1:{port}/v1/ops/projections"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // Plain HTTP gets no answer, nor does a client that trusts another CA.
+    let plain = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await;
+    assert!(
+        !plain.is_ok_and(|r| r.status().is_success()),
+        "plain HTTP answered"
+    );
+    let untrusting = reqwest::get(format!("https://127.0.0.1:{port}/readyz")).await;
+    assert!(untrusting.is_err(), "{untrusting:?}");
+    running.stop().await.unwrap();
+}
