@@ -825,16 +825,19 @@ async fn intake(client: &async_nats::Client, accounts: &[String], n: usize) -> f
             acks.drain().await;
         })
     };
-    let mut seen = 0;
-    while seen < n {
+    outcomes_of(&mut outcomes, n).await;
+    publisher.await.unwrap();
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Waits for `n` usage outcomes.
+async fn outcomes_of(outcomes: &mut async_nats::Subscriber, n: usize) {
+    for _ in 0..n {
         tokio::time::timeout(Duration::from_secs(60), outcomes.next())
             .await
             .expect("outcomes keep coming")
             .unwrap();
-        seen += 1;
     }
-    publisher.await.unwrap();
-    n as f64 / started.elapsed().as_secs_f64()
 }
 
 /// Publishes `n` usages as batch messages of `per_batch` (pipelined) over
@@ -876,14 +879,7 @@ async fn intake_batches(
         })
     };
     let total = n / per_batch * per_batch;
-    let mut seen = 0;
-    while seen < total {
-        tokio::time::timeout(Duration::from_secs(60), outcomes.next())
-            .await
-            .expect("outcomes keep coming")
-            .unwrap();
-        seen += 1;
-    }
+    outcomes_of(&mut outcomes, total).await;
     publisher.await.unwrap();
     total as f64 / started.elapsed().as_secs_f64()
 }

@@ -114,24 +114,18 @@ impl Sifter {
         Ok(())
     }
 
-    /// Whether `m` is the ledger's event following its subject's head (not
-    /// loaded: empty): its chain value, or why not. Moves nothing.
-    pub fn judge(&self, m: &Message<'_>) -> Result<ChainHash, genuine::Foreign> {
-        let previous = self
-            .heads
-            .get(m.subject)
-            .map_or(ChainHash::GENESIS, |(_, c)| *c);
-        genuine::judge(m, &previous)
+    /// The chain value of `subject`'s last genuine event (not loaded: none).
+    fn head(&self, subject: &str) -> ChainHash {
+        self.heads
+            .get(subject)
+            .map_or(ChainHash::GENESIS, |(_, c)| *c)
     }
 
     /// What `m` is, given its payload `decoded` (by [`crate::fold::decode`]):
     /// the ledger's event (its chain value and the event), a foreign
     /// message, or a genuine event this code cannot read. Moves nothing.
     pub fn verdict(&self, m: &Message<'_>, decoded: Result<EventEnvelope, FoldError>) -> Verdict {
-        let previous = self
-            .heads
-            .get(m.subject)
-            .map_or(ChainHash::GENESIS, |(_, c)| *c);
+        let previous = self.head(m.subject);
         match decoded {
             Ok(event) => match genuine::judge_event(m, &previous, &event) {
                 Ok(chain) => Verdict::Genuine(chain, Box::new(event)),
@@ -163,7 +157,7 @@ impl Sifter {
 
     /// Judges message `seq` and keeps or skips it: `true` when genuine.
     pub fn sift(&mut self, seq: u64, m: &Message<'_>) -> bool {
-        match self.judge(m) {
+        match genuine::judge(m, &self.head(m.subject)) {
             Ok(chain) => {
                 self.keep(seq, m.subject, chain);
                 true
@@ -224,13 +218,6 @@ impl Sifter {
         .await?;
         self.moved = self.heads.keys().cloned().collect();
         self.save(c).await
-    }
-
-    /// Forgets what has not been saved (a batch rolled back).
-    pub fn forget(&mut self) {
-        self.heads.clear();
-        self.moved.clear();
-        self.foreign.clear();
     }
 }
 

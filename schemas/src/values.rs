@@ -377,14 +377,20 @@ decimal_value!(
 #[derive(Debug, Clone, Copy)]
 pub struct PositiveCredits;
 
+impl PositiveCredits {
+    /// Credit amounts from one micro-credit to 10^15.
+    fn pattern() -> String {
+        let min = Decimal::new(1, Credits::SCALE_MAX);
+        crate::pattern::decimal_range(min, Credits::max_value(), Credits::SCALE_MAX)
+    }
+}
+
 impl JsonSchema for PositiveCredits {
     fn schema_name() -> Cow<'static, str> {
         "PositiveCredits".into()
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        let min = Decimal::new(1, Credits::SCALE_MAX);
-        let pattern = crate::pattern::decimal_range(min, Credits::max_value(), Credits::SCALE_MAX);
-        json_schema!({"type": "string", "pattern": pattern,
+        json_schema!({"type": "string", "pattern": PositiveCredits::pattern(),
             "description": "A credit amount greater than zero, at most 10^15, at most 6 fractional digits."})
     }
 }
@@ -398,9 +404,7 @@ impl JsonSchema for NonZeroCredits {
         "NonZeroCredits".into()
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        let min = Decimal::new(1, Credits::SCALE_MAX);
-        let pattern = crate::pattern::decimal_range(min, Credits::max_value(), Credits::SCALE_MAX);
-        json_schema!({"type": "string", "pattern": crate::pattern::signed(&pattern),
+        json_schema!({"type": "string", "pattern": crate::pattern::signed(&PositiveCredits::pattern()),
             "description": "A signed credit amount other than zero, at most 10^15 in magnitude."})
     }
 }

@@ -204,26 +204,21 @@ pub fn document(accepts: &Accepts) -> Value {
 /// The error codes of each command, beside those of every operation.
 fn command_errors(name: CommandName) -> Vec<ErrorCode> {
     use ErrorCode::*;
-    let mut e = vec![IdempotencyConflict, ConflictRetry, UnknownAccount];
-    e.extend(match name {
-        CommandName::OpenAccount => vec![AccountExists],
-        CommandName::Consume | CommandName::Reserve => vec![UnknownService, InsufficientCredits],
-        CommandName::Capture | CommandName::Release => {
-            vec![ReservationNotFound, ReservationClosed, InsufficientCredits]
-        }
-        CommandName::Transfer => vec![UnknownService, InsufficientCredits],
-        CommandName::Grant | CommandName::Adjust | CommandName::Reverse => vec![UnknownService],
-        CommandName::GetBalance => vec![],
-        CommandName::ConsumeBatch => vec![],
-    });
-    if name == CommandName::GetBalance {
-        e = vec![UnknownAccount];
-    }
-    if name == CommandName::ConsumeBatch {
+    let written = [IdempotencyConflict, ConflictRetry, UnknownAccount];
+    let domain: &[ErrorCode] = match name {
         // Each item's error is in its place in the 200 reply.
-        e = vec![];
-    }
-    e
+        CommandName::ConsumeBatch => return vec![],
+        CommandName::GetBalance => return vec![UnknownAccount],
+        CommandName::OpenAccount => &[AccountExists],
+        CommandName::Consume | CommandName::Reserve | CommandName::Transfer => {
+            &[UnknownService, InsufficientCredits]
+        }
+        CommandName::Capture | CommandName::Release => {
+            &[ReservationNotFound, ReservationClosed, InsufficientCredits]
+        }
+        CommandName::Grant | CommandName::Adjust | CommandName::Reverse => &[UnknownService],
+    };
+    written.iter().chain(domain).copied().collect()
 }
 
 /// Links from a reply that names an account to what reads it.

@@ -4,8 +4,6 @@
 //! coverage, fuzzing and stateful phases. What no schema can say is in
 //! `deploy/schemathesis/schemathesis.toml`, each with its reason.
 
-use ledger_gateway_adapter::fake::Fake;
-
 use crate::support::*;
 
 /// The time Schemathesis may spend (fuzzing and the stateful phase repeat
@@ -24,20 +22,7 @@ async fn schemathesis_finds_no_disagreement_between_the_document_and_the_service
         st.display()
     );
     let servers = Servers::start().await;
-    let (key_id, key_secret, webhook_secret) = ("rzp_test_st", "st-key-secret", "st-webhook");
-    let fake = Fake::new(key_id, key_secret);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let fake_url = format!("http://{}", listener.local_addr().unwrap());
-    let router = fake.router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    let env = [
-        ("LEDGER_RAZORPAY_BASE_URL", fake_url.as_str()),
-        ("LEDGER_RAZORPAY_KEY_ID", key_id),
-        ("LEDGER_RAZORPAY_KEY_SECRET", key_secret),
-        ("LEDGER_RAZORPAY_WEBHOOK_SECRET", webhook_secret),
-        ("LEDGER_FX_USD_INR", "83.12"),
-    ];
-    let (mut process, url) = serve_ledger(&servers, "all", &env).await;
+    let (mut process, url, _fake) = serve_with_fake_razorpay(&servers).await;
     let config = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../deploy/schemathesis/schemathesis.toml"

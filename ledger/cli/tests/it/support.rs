@@ -181,6 +181,43 @@ pub async fn serve_ledger(
     (child, url)
 }
 
+/// The fake Razorpay's key id, key secret and webhook secret for
+/// [`serve_with_fake_razorpay`].
+pub const FAKE_RAZORPAY: (&str, &str, &str) = ("rzp_test_it", "it-key-secret", "it-webhook");
+
+/// A `ledger serve --role all` process that pays through the fake Razorpay
+/// (over HTTP on a port of its own, its webhooks sent to the ledger): the
+/// process, its URL and the fake's URL.
+pub async fn serve_with_fake_razorpay(
+    servers: &Servers,
+) -> (tokio::process::Child, String, String) {
+    let (key_id, key_secret, webhook_secret) = FAKE_RAZORPAY;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fake_url = format!("http://{}", listener.local_addr().unwrap());
+    let router = ledger_gateway_adapter::fake::Fake::new(key_id, key_secret).router();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let env = [
+        ("LEDGER_RAZORPAY_BASE_URL", fake_url.as_str()),
+        ("LEDGER_RAZORPAY_KEY_ID", key_id),
+        ("LEDGER_RAZORPAY_KEY_SECRET", key_secret),
+        ("LEDGER_RAZORPAY_WEBHOOK_SECRET", webhook_secret),
+        ("LEDGER_FX_USD_INR", "83.12"),
+    ];
+    let (process, url) = serve_ledger(servers, "all", &env).await;
+    let webhooks = json!({"url": format!("{url}/v1/webhooks/razorpay"), "secret": webhook_secret});
+    let r = reqwest::Client::new()
+        .post(format!("{fake_url}/_fake/webhooks"))
+        .json(&webhooks)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "the fake takes its webhook address"
+    );
+    (process, url, fake_url)
+}
+
 /// Runs `ledger ARGS` against these servers to its end.
 pub fn run_ledger(servers: &Servers, args: &[&str]) -> std::process::Output {
     run_ledger_with(servers, args, &[])
