@@ -187,6 +187,10 @@ pub struct Config {
     /// A CA certificate (PEM) to verify nats-server's TLS certificate by;
     /// when set, the connection must be TLS.
     pub nats_tls_ca: Option<std::path::PathBuf>,
+    /// libpq's forms: a `postgres://` URL or `key=value` pairs, with
+    /// `sslmode` and `sslrootcert` (see `ledger_projections::pg`). A
+    /// password in it prints as `[hidden]`.
+    #[serde(serialize_with = "url_password_hidden")]
     pub database_url: String,
     /// One address serves every HTTP endpoint of the roles the process runs.
     pub http_addr: String,
@@ -375,9 +379,90 @@ pub fn toml_like(v: &serde_json::Value) -> String {
     out.join("\n") + "\n"
 }
 
+/// A connection string with its password (`user:password@` in a URL,
+/// `password=` in `key=value` pairs) replaced by `[hidden]`.
+fn url_password_hidden<S: Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&password_hidden(url))
+}
+
+fn password_hidden(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            return format!("{scheme}://{}:[hidden]{}", &rest[..colon], &rest[at..]);
+        }
+        return url.to_owned();
+    }
+    let mut out = String::new();
+    let mut rest = url;
+    while let Some(i) = rest.find("password") {
+        let (before, from) = rest.split_at(i);
+        out.push_str(before);
+        let after_key = from["password".len()..].trim_start();
+        let at_start = before.is_empty() || before.ends_with(char::is_whitespace);
+        if !(at_start && after_key.starts_with('=')) {
+            out.push_str("password");
+            rest = &from["password".len()..];
+            continue;
+        }
+        out.push_str("password=[hidden]");
+        let value = after_key[1..].trim_start();
+        rest = match value.strip_prefix('\'') {
+            Some(quoted) => {
+                let mut end = quoted.len();
+                let mut escaped = false;
+                for (j, c) in quoted.char_indices() {
+                    match c {
+                        _ if escaped => escaped = false,
+                        '\\' => escaped = true,
+                        '\'' => {
+                            end = j + 1;
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+                &quoted[end..]
+            }
+            None => &value[value.find(char::is_whitespace).unwrap_or(value.len())..],
+        };
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_passwords_never_print() {
+        for (url, shown) in [
+            (
+                "postgres://ledger:pa%40ss@db:5432/ledger?sslmode=verify-full",
+                "postgres://ledger:[hidden]@db:5432/ledger?sslmode=verify-full",
+            ),
+            ("postgres://ledger@db/ledger", "postgres://ledger@db/ledger"),
+            (
+                "host=db password='a b\\'c' user=x",
+                "host=db password=[hidden] user=x",
+            ),
+            (
+                "host=db password = s3 user=x",
+                "host=db password=[hidden] user=x",
+            ),
+            ("host=db user=password", "host=db user=password"),
+        ] {
+            assert_eq!(password_hidden(url), shown);
+        }
+        let c = Config {
+            database_url: "postgres://u:s3cret@h/db".into(),
+            ..Config::default()
+        };
+        assert!(!c.to_printable().contains("s3cret"));
+    }
 
     #[test]
     fn secrets_never_print() {

@@ -7,9 +7,9 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures::pin_mut;
 use rust_decimal::Decimal;
+use tokio_postgres::GenericClient;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{GenericClient, NoTls};
 
 use crate::fold::{AccountsFold, BalanceKey, BalanceRow, TopupRow, TopupsFold};
 
@@ -22,26 +22,14 @@ pub const POOL_CONNECTIONS_MAX: usize = 16;
 
 /// A connection of its own, outside the pool: a session advisory lock taken
 /// on it lasts exactly as long as it. The connection closes when the guard
-/// drops.
+/// drops. `url` is read as [`crate::pg::Target::parse`] reads it (TLS too).
 pub async fn own_connection(
     url: &str,
-) -> Result<(tokio_postgres::Client, ConnectionGuard), tokio_postgres::Error> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
-    let task = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok((client, ConnectionGuard(task)))
+) -> anyhow::Result<(tokio_postgres::Client, ConnectionGuard)> {
+    crate::pg::connect(url).await
 }
 
-/// Ends an [`own_connection`] when dropped.
-#[derive(Debug)]
-pub struct ConnectionGuard(tokio::task::JoinHandle<()>);
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+pub use crate::pg::ConnectionGuard;
 
 /// Takes the session advisory lock `key` when no other session holds it.
 pub async fn try_advisory_lock(
@@ -53,12 +41,13 @@ pub async fn try_advisory_lock(
         .get(0))
 }
 
-/// A pool for `url` (a `postgres://` URL or a `key=value` string).
+/// A pool for `url` (a `postgres://` URL or a `key=value` string, with
+/// libpq's `sslmode` and `sslrootcert`: see [`crate::pg`]).
 pub fn pool(url: &str) -> anyhow::Result<Pool> {
-    let config: tokio_postgres::Config = url.parse()?;
+    let target = crate::pg::Target::parse(url)?;
     let manager = Manager::from_config(
-        config,
-        NoTls,
+        target.config().clone(),
+        target.tls(),
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },

@@ -11,6 +11,7 @@
 
 pub mod db;
 pub mod fold;
+pub mod pg;
 pub mod projector;
 pub mod query;
 pub mod rebuild;

@@ -253,7 +253,9 @@ impl Projector {
 
     async fn lead(&self, shutdown: &CancellationToken) -> Result<(), Stop> {
         // The connection (and with it the advisory lock) lives as long as this run.
-        let (mut client, _connection) = db::own_connection(&self.database_url).await?;
+        let (mut client, _connection) = db::own_connection(&self.database_url)
+            .await
+            .map_err(Stop::Passing)?;
         loop {
             if db::try_advisory_lock(&client, self.projection.lock_key()).await? {
                 break;

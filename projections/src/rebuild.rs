@@ -39,10 +39,9 @@ pub async fn rebuild(
     mut progress: impl FnMut(u64, u64),
 ) -> anyhow::Result<Report> {
     let started = Instant::now();
-    let (mut client, conn) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
+    let (mut client, _connection) = crate::pg::connect(database_url)
         .await
         .context("connecting to PostgreSQL")?;
-    let conn_task = tokio::spawn(conn);
     let name = projection.name();
     let shadow = Tables::shadow();
     for t in projection.tables() {
@@ -107,7 +106,6 @@ pub async fn rebuild(
     }
     db::set_checkpoint(&tx, name, position as i64).await?;
     tx.commit().await?;
-    conn_task.abort();
     Ok(Report {
         projection: name,
         events,

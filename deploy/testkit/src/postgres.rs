@@ -23,6 +23,10 @@ pub struct PostgresOptions {
     pub durable: bool,
     pub shared_buffers: &'static str,
     pub max_connections: u32,
+    /// A certificate and its key (PEM files): the server then speaks TLS
+    /// with them and refuses plain TCP connections (`hostnossl ... reject`);
+    /// the Unix socket stays open for the test's own setup.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for PostgresOptions {
@@ -31,6 +35,7 @@ impl Default for PostgresOptions {
             durable: false,
             shared_buffers: "32MB",
             max_connections: 100,
+            tls: None,
         }
     }
 }
@@ -96,6 +101,15 @@ impl Postgres {
         )
     }
 
+    /// The same over the cluster's Unix socket (open whatever TCP allows).
+    pub fn socket_connection_string_for(&self, database: &str) -> String {
+        format!(
+            "host={} port={} user=postgres dbname={database}",
+            self.dir.path().display(),
+            self.port
+        )
+    }
+
     /// A `postgres://` URL for database `postgres`.
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
@@ -153,6 +167,19 @@ impl Postgres {
             .arg(format!("shared_buffers={}", self.options.shared_buffers))
             .arg("-c")
             .arg(format!("max_connections={}", self.options.max_connections));
+        if self.options.tls.is_some() {
+            cmd.args(["-c", "ssl=on"])
+                .arg("-c")
+                .arg(format!(
+                    "ssl_cert_file={}",
+                    self.dir.path().join("server.crt").display()
+                ))
+                .arg("-c")
+                .arg(format!(
+                    "ssl_key_file={}",
+                    self.dir.path().join("server.key").display()
+                ));
+        }
         let mut child = spawn(cmd, &log)?;
         let isready = self.bin.join("pg_isready");
         let port = self.port;
@@ -218,6 +245,32 @@ impl Postgres {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        if let Some((cert, key)) = &self.options.tls {
+            self.install_tls(cert, key)?;
+        }
+        Ok(())
+    }
+
+    /// The server's certificate and key where it reads them (the key
+    /// readable by the cluster's user alone, as PostgreSQL demands), and
+    /// client authentication that refuses TCP without TLS.
+    fn install_tls(&self, cert: &std::path::Path, key: &std::path::Path) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.dir.path();
+        for (from, to, mode) in [(cert, "server.crt", 0o644), (key, "server.key", 0o600)] {
+            let to = dir.join(to);
+            std::fs::copy(from, &to).with_context(|| format!("copying {}", from.display()))?;
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode))?;
+            if let Some((uid, gid)) = self.run_as {
+                chown(&to, Some(uid), Some(gid))?;
+            }
+        }
+        std::fs::write(
+            self.data().join("pg_hba.conf"),
+            "local all all trust\n\
+             hostssl all all 127.0.0.1/32 trust\n\
+             hostnossl all all 0.0.0.0/0 reject\n",
+        )?;
         Ok(())
     }
 }

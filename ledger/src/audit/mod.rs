@@ -207,8 +207,7 @@ pub fn read_export(path: &std::path::Path, mut visit: impl FnMut(Record)) -> any
 
 /// Read-model balances and the stream seq they reflect, read consistently.
 pub async fn read_models(database_url: &str) -> anyhow::Result<(u64, verify::ReadModelRows)> {
-    let (mut client, conn) = tokio_postgres::connect(database_url, tokio_postgres::NoTls).await?;
-    let task = tokio::spawn(conn);
+    let (mut client, _connection) = ledger_projections::pg::connect(database_url).await?;
     let tx = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -234,7 +233,6 @@ pub async fn read_models(database_url: &str) -> anyhow::Result<(u64, verify::Rea
         .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3))))
         .collect();
     tx.commit().await?;
-    task.abort();
     Ok((at as u64, map))
 }
 

@@ -170,7 +170,7 @@ impl Indexer {
         tokio_postgres::Client,
         ledger_projections::db::ConnectionGuard,
     )> {
-        Ok(ledger_projections::db::own_connection(&self.database_url).await?)
+        ledger_projections::db::own_connection(&self.database_url).await
     }
 
     /// Follows the checkpoint another process's indexer moves.

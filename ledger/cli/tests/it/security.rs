@@ -405,3 +405,102 @@ async fn https_with_a_configured_certificate_and_no_plain_http() {
     assert!(untrusting.is_err(), "{untrusting:?}");
     running.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tls_verified_against_the_configured_ca() {
+    use ledger_projections::pg;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(dir.path());
+    let other = tempfile::tempdir().unwrap();
+    let (other_ca, _, _) = certificates(other.path());
+    let servers = Servers::start_with_both(
+        ledger_testkit::NatsOptions {
+            accounts: true,
+            ..Default::default()
+        },
+        ledger_testkit::PostgresOptions {
+            tls: Some((cert, key)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let port = servers.pg.port();
+    let kv = |host: &str, params: String| {
+        format!("host={host} hostaddr=127.0.0.1 port={port} user=ledger dbname=ledger {params}")
+    };
+    let verify =
+        |mode: &str, ca: &std::path::Path| format!("sslmode={mode} sslrootcert='{}'", ca.display());
+    // A plain client is refused by the server.
+    let plain =
+        tokio_postgres::connect(&kv("127.0.0.1", String::new()), tokio_postgres::NoTls).await;
+    assert!(plain.is_err(), "a plain connection was accepted");
+    let disabled = pg::connect(&kv("127.0.0.1", "sslmode=disable".into())).await;
+    assert!(disabled.is_err(), "sslmode=disable connected");
+    // A server whose certificate another CA signed is refused.
+    let wrong_ca = pg::connect(&kv("127.0.0.1", verify("verify-full", &other_ca))).await;
+    assert!(wrong_ca.is_err(), "verify-full trusted another CA");
+    let wrong_ca = pg::connect(&kv("127.0.0.1", verify("require", &other_ca))).await;
+    assert!(
+        wrong_ca.is_err(),
+        "require with a CA file trusted another CA"
+    );
+    // verify-full checks the name; verify-ca only the chain.
+    let wrong_name = pg::connect(&kv("db.example", verify("verify-full", &ca))).await;
+    assert!(
+        wrong_name.is_err(),
+        "verify-full accepted a name the certificate lacks"
+    );
+    for (host, mode) in [("db.example", "verify-ca"), ("127.0.0.1", "verify-full")] {
+        pg::connect(&kv(host, verify(mode, &ca)))
+            .await
+            .unwrap_or_else(|e| panic!("{mode} to {host}: {e}"));
+    }
+    pg::connect(&kv("127.0.0.1", "sslmode=require".into()))
+        .await
+        .expect("require without a CA encrypts and checks nothing, as in libpq");
+
+    // The whole service on it, the URL form of the same settings.
+    let mut config = servers.config();
+    config.ledger.database_url = format!(
+        "postgres://ledger@127.0.0.1:{port}/ledger?sslmode=verify-full&sslrootcert={}",
+        ca.display()
+    );
+    let running = ledger_cli::start(&config, ledger_cli::Role::All)
+        .await
+        .expect("the ledger connects over TLS");
+    let operator = servers.client().await;
+    funded(&operator, "pgtls", "7").await;
+    let addr = running.http_addr;
+    let balances = wait_for(Duration::from_secs(10), || async move {
+        let r = reqwest::Client::new()
+            .get(format!("http://{addr}/v1/accounts/pgtls/balances"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .ok()?;
+        let v: Value = r.json().await.ok()?;
+        (v["buckets"]["general"] == "7").then_some(v)
+    })
+    .await;
+    assert_eq!(balances["buckets"]["general"], "7", "{balances}");
+    // Every connection the service holds is encrypted.
+    let (admin, _c) = pg::connect(&kv("127.0.0.1", verify("verify-full", &ca)))
+        .await
+        .unwrap();
+    let row = admin
+        .query_one(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) \
+             FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+             WHERE a.datname = 'ledger' AND a.backend_type = 'client backend' \
+               AND a.pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (tls, plain): (i64, i64) = (row.get(0), row.get(1));
+    assert!(
+        tls >= 2 && plain == 0,
+        "{tls} TLS, {plain} plain connections"
+    );
+    running.stop().await.unwrap();
+}

@@ -44,8 +44,18 @@ impl Servers {
     }
 
     pub async fn start_with(options: ledger_testkit::NatsOptions) -> Self {
+        Self::start_with_both(options, Default::default()).await
+    }
+
+    pub async fn start_with_both(
+        options: ledger_testkit::NatsOptions,
+        pg_options: ledger_testkit::PostgresOptions,
+    ) -> Self {
         let secured = options.accounts;
-        let (nats, pg) = tokio::join!(NatsServer::start_with(options), Postgres::start());
+        let (nats, pg) = tokio::join!(
+            NatsServer::start_with(options),
+            Postgres::start_with(pg_options)
+        );
         let servers = Servers {
             nats: nats.expect("nats-server starts"),
             pg: pg.expect("postgres starts"),
@@ -53,10 +63,13 @@ impl Servers {
         };
         // Like a real deployment (and deploy/local): an unprivileged role
         // named `ledger` owning database `ledger`.
-        let (admin, conn) =
-            tokio_postgres::connect(&servers.pg.connection_string(), tokio_postgres::NoTls)
-                .await
-                .unwrap();
+        // (Over the Unix socket: a server may refuse plain TCP.)
+        let (admin, conn) = tokio_postgres::connect(
+            &servers.pg.socket_connection_string_for("postgres"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
         tokio::spawn(conn);
         for statement in [
             "CREATE ROLE ledger LOGIN",
