@@ -4,7 +4,10 @@
 #   deploy/.tools (a project-local virtual environment; nothing global);
 # - Schemathesis, pinned, from PyPI, into its own virtual environment in
 #   deploy/.tools (the contract test runs it against the live service);
-# - PostgreSQL server binaries from the system's packages, when absent.
+# - PostgreSQL server binaries from the system's packages, when absent;
+# - Chromium from the system's packages, when absent, and playwright-core,
+#   pinned by deploy/browser/package-lock.json, into deploy/browser (the
+#   browser tests drive the system Chromium with it).
 # Safe to run again: it only installs what is missing or of the wrong version.
 set -euo pipefail
 
@@ -45,24 +48,47 @@ pg_bin() {
   done
   return 1
 }
-if pg_bin >/dev/null; then
-  say "PostgreSQL server found in $(pg_bin)"
-else
-  say "installing PostgreSQL server from the system's packages"
+# Debian packages, installed without starting any service they ship (the
+# project runs its own servers).
+apt_install() {
   if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=""; fi
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
-  # The package would start a system-wide cluster; the project runs its own,
-  # so keep services from starting during the install (unless a policy exists).
-  policy=/usr/sbin/policy-rc.d
-  made_policy=""
+  # The PostgreSQL package would start a system-wide cluster: keep services
+  # from starting during the install (unless a policy exists).
+  local policy=/usr/sbin/policy-rc.d made_policy=""
   if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
     $sudo chmod +x "$policy"
     made_policy=1
   fi
-  $sudo apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
   if [ -n "$made_policy" ]; then $sudo rm -f "$policy"; fi
+}
+
+if pg_bin >/dev/null; then
+  say "PostgreSQL server found in $(pg_bin)"
+else
+  say "installing PostgreSQL server from the system's packages"
+  apt_install postgresql
   pg_bin >/dev/null || { echo "PostgreSQL install failed" >&2; exit 1; }
   say "PostgreSQL server installed in $(pg_bin)"
+fi
+
+# --- Browser tests -------------------------------------------------------------
+if [ -x /usr/bin/chromium ]; then
+  say "Chromium found: $(/usr/bin/chromium --version 2>/dev/null || echo /usr/bin/chromium)"
+else
+  say "installing Chromium from the system's packages"
+  apt_install chromium fonts-dejavu-core
+  [ -x /usr/bin/chromium ] || { echo "Chromium install failed" >&2; exit 1; }
+fi
+browser="$here/browser"
+PLAYWRIGHT_VERSION="$(node -p "require('$browser/package.json').dependencies['playwright-core']")"
+installed="$(node -p "require('$browser/node_modules/playwright-core/package.json').version" 2>/dev/null || true)"
+if [ "$installed" = "$PLAYWRIGHT_VERSION" ]; then
+  say "playwright-core $PLAYWRIGHT_VERSION already installed"
+else
+  say "installing playwright-core (pinned by deploy/browser/package-lock.json)"
+  (cd "$browser" && npm ci --no-audit --no-fund --loglevel=error)
 fi

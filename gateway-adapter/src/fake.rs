@@ -16,6 +16,20 @@
 //! - `POST /_fake/webhooks/mode` `{copies, reverse, delay_ms, drop, bad_signature}`;
 //! - `GET /_fake/webhooks/deliveries`: every delivery attempt and its answer.
 //!
+//! Checkout, as a customer meets it: `GET /v1/checkout.js` defines
+//! `Razorpay` with the real script's constructor, options (`key`,
+//! `order_id`, `amount`, `currency`, `name`, `description`, `prefill`,
+//! `notes`, `handler`, `modal.ondismiss`), `open()` and
+//! `on('payment.failed', …)`; `open()` shows the payment page
+//! (`GET /checkout/pay`) in a frame over the merchant's page: UPI by id
+//! (`failure@razorpay` fails, as in Razorpay's test mode) or by QR
+//! (`GET /checkout/qr.svg`, a real QR code of the `upi://pay` address),
+//! cards (`4000 0000 0000 0002` is declined) with an OTP step (`000000`
+//! fails), netbanking (a bank, then the bank's success or failure page) and
+//! wallets. The page pays through `POST /checkout/orders/{id}/pay`, which
+//! records the payment as `/_fake/orders/{id}/pay` does and answers the
+//! handler's three `razorpay_*` fields, signed with the key secret.
+//!
 //! Webhooks are signed over the raw body (`X-Razorpay-Signature`), carry
 //! `X-Razorpay-Event-Id`, and are retried with backoff while the receiver
 //! answers anything but 2xx, as Razorpay does (compressed from hours to
@@ -350,6 +364,10 @@ impl Fake {
             .route("/_fake/webhooks", post(set_webhooks))
             .route("/_fake/webhooks/mode", post(set_mode))
             .route("/_fake/webhooks/deliveries", get(deliveries))
+            .route("/v1/checkout.js", get(checkout_js))
+            .route("/checkout/pay", get(checkout_page))
+            .route("/checkout/qr.svg", get(checkout_qr))
+            .route("/checkout/orders/{id}/pay", post(checkout_pay))
             .with_state(self)
     }
 }
@@ -632,27 +650,32 @@ fn mark_captured(b: &mut Books, id: &str) -> Vec<(&'static str, Value)> {
     captured_events(&p, &o.clone())
 }
 
-/// Test control: a customer pays an order.
-async fn pay(State(f): State<Fake>, Path(id): Path<String>, body: Json<PayBody>) -> Response {
+/// A customer pays order `id` (`method`; `outcome` captured, authorized or
+/// failed; `amount` paise, the order's when absent): the payment recorded,
+/// its webhooks sent; `None` for an unknown order.
+fn record_payment(
+    f: &Fake,
+    id: &str,
+    method: &str,
+    outcome: &str,
+    amount: Option<i64>,
+) -> Option<Payment> {
     let (p, events) = {
         let mut b = f.books.lock().expect("books");
-        let Some(order) = b.orders.get(&id).cloned() else {
-            return unknown_id();
-        };
-        let outcome = body.outcome.clone().unwrap_or_else(|| "captured".into());
+        let order = b.orders.get(id).cloned()?;
         let pid = b.id("pay");
         let failed = outcome == "failed";
         let p = Payment {
             id: pid.clone(),
-            amount: body.amount.unwrap_or(order.amount),
+            amount: amount.unwrap_or(order.amount),
             currency: order.currency.clone(),
             status: if outcome == "captured" {
                 "authorized".into()
             } else {
-                outcome.clone()
+                outcome.to_owned()
             },
-            order_id: Some(id.clone()),
-            method: Some(body.method.clone()),
+            order_id: Some(id.to_owned()),
+            method: Some(method.to_owned()),
             captured: false,
             amount_refunded: 0,
             error_code: failed.then(|| "BAD_REQUEST_ERROR".into()),
@@ -661,10 +684,10 @@ async fn pay(State(f): State<Fake>, Path(id): Path<String>, body: Json<PayBody>)
             created_at: now(),
         };
         b.payments.insert(pid.clone(), p.clone());
-        if b.orders[&id].status == "created" {
-            b.orders.get_mut(&id).expect("checked above").status = "attempted".into();
+        if b.orders[id].status == "created" {
+            b.orders.get_mut(id).expect("checked above").status = "attempted".into();
         }
-        let events = match outcome.as_str() {
+        let events = match outcome {
             "captured" => mark_captured(&mut b, &pid),
             "failed" => vec![("payment.failed", json!({"payment": entity(&p)}))],
             _ => vec![("payment.authorized", json!({"payment": entity(&p)}))],
@@ -672,7 +695,16 @@ async fn pay(State(f): State<Fake>, Path(id): Path<String>, body: Json<PayBody>)
         (b.payments[&pid].clone(), events)
     };
     f.emit(events);
-    Json(p).into_response()
+    Some(p)
+}
+
+/// Test control: a customer pays an order.
+async fn pay(State(f): State<Fake>, Path(id): Path<String>, body: Json<PayBody>) -> Response {
+    let outcome = body.outcome.as_deref().unwrap_or("captured");
+    match record_payment(&f, &id, &body.method, outcome, body.amount) {
+        Some(p) => Json(p).into_response(),
+        None => unknown_id(),
+    }
 }
 
 /// Test control: a payment changes state (`from` → captured).
@@ -843,4 +875,114 @@ mod tests {
             assert!(tail.bytes().all(|b| b.is_ascii_uppercase()), "{id}");
         }
     }
+}
+
+async fn checkout_js() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../assets/checkout.js"),
+    )
+        .into_response()
+}
+
+async fn checkout_page() -> Response {
+    axum::response::Html(include_str!("../assets/checkout.html")).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct QrParams {
+    order_id: String,
+}
+
+/// The QR code a UPI app scans: `upi://pay` for the order's amount.
+async fn checkout_qr(State(f): State<Fake>, Query(q): Query<QrParams>) -> Response {
+    let Some(order) = f
+        .books
+        .lock()
+        .expect("books")
+        .orders
+        .get(&q.order_id)
+        .cloned()
+    else {
+        return unknown_id();
+    };
+    let uri = format!(
+        "upi://pay?pa=fake@razorpay&pn=Fake%20Razorpay&am={}.{:02}&cu={}&tr={}",
+        order.amount / 100,
+        order.amount % 100,
+        order.currency,
+        order.id
+    );
+    match qrcode::QrCode::new(uri.as_bytes()) {
+        Ok(code) => (
+            [(header::CONTENT_TYPE, "image/svg+xml")],
+            code.render::<qrcode::render::svg::Color<'_>>()
+                .min_dimensions(200, 200)
+                .build(),
+        )
+            .into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SERVER_ERROR",
+            &e.to_string(),
+        ),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckoutPay {
+    key_id: String,
+    /// `upi`, `card`, `netbanking`, `wallet`.
+    method: String,
+    /// The customer's bank, card or UPI app declined.
+    #[serde(default)]
+    fail: bool,
+}
+
+/// The payment page pays: the handler's fields, or Checkout's error.
+async fn checkout_pay(
+    State(f): State<Fake>,
+    Path(id): Path<String>,
+    body: Json<CheckoutPay>,
+) -> Response {
+    if body.key_id != f.key_id {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "BAD_REQUEST_ERROR",
+            "The api key provided is invalid",
+        );
+    }
+    if !["upi", "card", "netbanking", "wallet"].contains(&body.method.as_str()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST_ERROR",
+            "The payment method is not offered",
+        );
+    }
+    let outcome = if body.fail { "failed" } else { "captured" };
+    let Some(p) = record_payment(&f, &id, &body.method, outcome, None) else {
+        return unknown_id();
+    };
+    if body.fail {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": {
+                "code": "BAD_REQUEST_ERROR",
+                "description": "Your payment was declined by the bank",
+                "source": "bank",
+                "step": "payment_authorization",
+                "reason": "payment_failed",
+                "metadata": {"order_id": id, "payment_id": p.id},
+            }})),
+        )
+            .into_response();
+    }
+    let signature = sign(format!("{id}|{}", p.id).as_bytes(), &f.key_secret);
+    Json(json!({
+        "razorpay_payment_id": p.id,
+        "razorpay_order_id": id,
+        "razorpay_signature": signature,
+    }))
+    .into_response()
 }

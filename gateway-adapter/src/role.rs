@@ -41,16 +41,22 @@ fn state(p: &Process, ledger: &Config, config: &GatewayConfig) -> anyhow::Result
 }
 
 /// The gateway role: creating top-ups, the checkout callback, webhooks,
-/// the reconciliation poller, and `GET /v1/topups/{id}`.
-pub fn gateway(p: &mut Process, ledger: &Config, config: &GatewayConfig) -> anyhow::Result<()> {
+/// the reconciliation poller, and `GET /v1/topups/{id}`. Returns the
+/// gateway, for the pages of the same process.
+pub fn gateway(
+    p: &mut Process,
+    ledger: &Config,
+    config: &GatewayConfig,
+) -> anyhow::Result<Gateway> {
     let state = state(p, ledger, config)?;
+    let gateway = state.gateway.clone();
     p.route(crate::http::router(state.clone()));
     p.route(crate::http::read_router(state.clone()));
     // Only a process that can reach Razorpay reconciles: another would
     // claim open top-ups it cannot check and push them back.
     if state.gateway.configured() {
         let token = p.shutdown.clone();
-        p.spawn(crate::poller::run(state.gateway, token));
+        p.spawn(crate::poller::run(state.gateway.clone(), token));
     } else {
         tracing::warn!(
             "Razorpay is not configured (LEDGER_RAZORPAY_KEY_ID, LEDGER_RAZORPAY_KEY_SECRET, \
@@ -59,15 +65,16 @@ pub fn gateway(p: &mut Process, ledger: &Config, config: &GatewayConfig) -> anyh
              reconciliation"
         );
     }
-    Ok(())
+    Ok(gateway)
 }
 
 /// `GET /v1/topups/{id}` alone, for a process without the gateway role
 /// (every process serves the read API).
-pub fn reads(p: &mut Process, ledger: &Config, config: &GatewayConfig) -> anyhow::Result<()> {
+pub fn reads(p: &mut Process, ledger: &Config, config: &GatewayConfig) -> anyhow::Result<Gateway> {
     let state = state(p, ledger, config)?;
+    let gateway = state.gateway.clone();
     p.route(crate::http::read_router(state));
-    Ok(())
+    Ok(gateway)
 }
 
 /// The gateway's endpoints in the OpenAPI document, with the top-up range

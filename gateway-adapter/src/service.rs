@@ -134,6 +134,22 @@ struct Loaded {
     updated_at: Timestamp,
 }
 
+/// A quote's amounts for one USD amount.
+struct Price {
+    quote: crate::fx::Quote,
+    paise: Paise,
+    credits: Credits,
+}
+
+/// [`Gateway::preview`]'s answer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Preview {
+    pub amount_inr_paise: i64,
+    pub fx_rate: String,
+    pub credits: Credits,
+    pub expires_at: Timestamp,
+}
+
 /// Hints from a webhook: disputes to look at.
 #[derive(Debug, Clone, Default)]
 pub struct Hints {
@@ -297,6 +313,18 @@ impl Gateway {
     }
 
     /// Sends a command to the ledger's command service.
+    /// An account's balances from the command service: every event
+    /// appended before the request (fresher than the read models).
+    pub async fn balance(&self, account: &AccountId) -> Result<BalanceReply, GatewayError> {
+        self.command(
+            CommandName::GetBalance,
+            &GetBalanceRequest {
+                account_id: account.clone(),
+            },
+        )
+        .await
+    }
+
     async fn command<T: serde::Serialize, R: serde::de::DeserializeOwned>(
         &self,
         name: CommandName,
@@ -474,18 +502,7 @@ impl Gateway {
         actor: &Actor,
         key: Option<IdempotencyKey>,
     ) -> Result<TopupView, GatewayError> {
-        let s = &self.inner.settings;
-        if request.amount_usd < s.usd_min || request.amount_usd > s.usd_max {
-            return Err(GatewayError::Invalid {
-                field: "amount_usd",
-                message: format!(
-                    "amount_usd must be from {} to {}.",
-                    s.usd_min.get(),
-                    s.usd_max.get()
-                ),
-                rule: "topup_usd_max",
-            });
-        }
+        self.in_range(request.amount_usd)?;
         let bucket = request.bucket.clone().unwrap_or_else(Bucket::general);
         if !bucket.is_general()
             && !self
@@ -598,6 +615,71 @@ impl Gateway {
         Ok((id, id != fresh))
     }
 
+    /// Refuses an amount outside the configured top-up range.
+    fn in_range(&self, amount_usd: UsdAmount) -> Result<(), GatewayError> {
+        let s = &self.inner.settings;
+        if amount_usd < s.usd_min || amount_usd > s.usd_max {
+            return Err(GatewayError::Invalid {
+                field: "amount_usd",
+                message: format!(
+                    "amount_usd must be from {} to {}.",
+                    s.usd_min.get(),
+                    s.usd_max.get()
+                ),
+                rule: "topup_usd_max",
+            });
+        }
+        Ok(())
+    }
+
+    /// What `amount_usd` costs and buys at the current quote: checked
+    /// against the configured range and Razorpay's INR 1.00 minimum.
+    fn price(&self, amount_usd: UsdAmount) -> Result<Price, GatewayError> {
+        let s = &self.inner.settings;
+        self.in_range(amount_usd)?;
+        let rp = self.razorpay()?;
+        let quote = rp
+            .fx
+            .quote(Timestamp::now())
+            .map_err(|e| GatewayError::unavailable(format!("no FX quote ({e})")))?;
+        let out_of_range = |e: crate::money::MoneyError| GatewayError::Invalid {
+            field: "amount_usd",
+            message: e.to_string(),
+            rule: "range",
+        };
+        let paise = inr_paise(amount_usd, quote.rate).map_err(out_of_range)?;
+        if paise.get() < 100 {
+            return Err(GatewayError::Invalid {
+                field: "amount_usd",
+                message: "The amount converts to less than INR 1.00, Razorpay's minimum.".into(),
+                rule: "razorpay_minimum",
+            });
+        }
+        let credits = credits_for(amount_usd, s.credits_per_usd).map_err(out_of_range)?;
+        Ok(Price {
+            quote,
+            paise,
+            credits,
+        })
+    }
+
+    /// A quote shown before a top-up exists (the console's dialog): the
+    /// same rate, INR amount and credits a top-up made now would record;
+    /// nothing is recorded.
+    pub fn preview(&self, amount_usd: UsdAmount) -> Result<Preview, GatewayError> {
+        let Price {
+            quote,
+            paise,
+            credits,
+        } = self.price(amount_usd)?;
+        Ok(Preview {
+            amount_inr_paise: paise.get(),
+            fx_rate: quote.rate.to_string(),
+            credits,
+            expires_at: quote.expires_at,
+        })
+    }
+
     /// Quotes a new top-up and records `topup_quoted`; the INR amount.
     async fn quote(
         &self,
@@ -608,26 +690,12 @@ impl Gateway {
         cause: &str,
     ) -> Result<Paise, GatewayError> {
         let s = &self.inner.settings;
-        let rp = self.razorpay()?;
-        let now = Timestamp::now();
-        let quote = rp
-            .fx
-            .quote(now)
-            .map_err(|e| GatewayError::unavailable(format!("no FX quote ({e})")))?;
-        let out_of_range = |e: crate::money::MoneyError| GatewayError::Invalid {
-            field: "amount_usd",
-            message: e.to_string(),
-            rule: "range",
-        };
-        let paise = inr_paise(request.amount_usd, quote.rate).map_err(out_of_range)?;
-        if paise.get() < 100 {
-            return Err(GatewayError::Invalid {
-                field: "amount_usd",
-                message: "The amount converts to less than INR 1.00, Razorpay's minimum.".into(),
-                rule: "razorpay_minimum",
-            });
-        }
-        let credits = credits_for(request.amount_usd, s.credits_per_usd).map_err(out_of_range)?;
+        let Price {
+            quote,
+            paise,
+            credits,
+        } = self.price(request.amount_usd)?;
+        let now = quote.quoted_at;
         let quoted = EventData::TopupQuoted(TopupQuoted {
             topup_id: id,
             bucket,

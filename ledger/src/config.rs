@@ -145,6 +145,9 @@ pub struct Limits {
     pub usage_ack_pending_max: i64,
     /// Rows of a history page.
     pub history_page_size_max: u32,
+    /// Rows one CSV download of an account's history holds at most (the
+    /// console's "Download CSV"); a longer history is cut, and says so.
+    pub history_csv_rows_max: u32,
     /// How long a read with `as_of_seq` waits for the read model to reach it.
     pub as_of_wait_ms_max: u64,
 }
@@ -170,6 +173,7 @@ impl Default for Limits {
             idempotency_keys_cached_per_account_max: 4096,
             usage_ack_pending_max: 10_000,
             history_page_size_max: 500,
+            history_csv_rows_max: 100_000,
             as_of_wait_ms_max: 5000,
         }
     }

@@ -18,6 +18,7 @@ use std::path::Path;
 
 use ledger::config::Config;
 use ledger::serve::{Process, Running};
+use ledger_console::ConsoleConfig;
 use ledger_gateway_adapter::config::GatewayConfig;
 use serde::Serialize;
 
@@ -28,6 +29,8 @@ pub struct Settings {
     pub ledger: Config,
     #[serde(flatten)]
     pub gateway: GatewayConfig,
+    #[serde(flatten)]
+    pub console: ConsoleConfig,
 }
 
 impl Settings {
@@ -37,6 +40,7 @@ impl Settings {
         Ok(Settings {
             ledger: Config::from_sources(&sources)?,
             gateway: GatewayConfig::from_sources(&sources)?,
+            console: ConsoleConfig::from_sources(&sources)?,
         })
     }
 
@@ -85,13 +89,17 @@ pub fn projections(p: &mut Process, settings: &Settings) {
     ledger::serve::projections(p, &settings.ledger);
 }
 
-/// The gateway role.
-pub fn gateway(p: &mut Process, settings: &Settings) -> anyhow::Result<()> {
+/// The gateway role (its gateway, for the pages).
+pub fn gateway(
+    p: &mut Process,
+    settings: &Settings,
+) -> anyhow::Result<ledger_gateway_adapter::service::Gateway> {
     ledger_gateway_adapter::role::gateway(p, &settings.ledger, &settings.gateway)
 }
 
 /// Starts the roles asked for; every process also serves the read API
-/// (top-ups included), health, readiness, metrics and the OpenAPI document.
+/// (top-ups included), the pages (`/console/`, `/ops/`), health,
+/// readiness, metrics and the OpenAPI document.
 pub async fn start(settings: &Settings, role: Role) -> anyhow::Result<Running> {
     let config = &settings.ledger;
     let mut p = Process::connect(config, &migrations()).await?;
@@ -101,11 +109,15 @@ pub async fn start(settings: &Settings, role: Role) -> anyhow::Result<Running> {
     if matches!(role, Role::Projections | Role::All) {
         projections(&mut p, settings);
     }
-    if matches!(role, Role::Gateway | Role::All) {
-        gateway(&mut p, settings)?;
+    let gateway = if matches!(role, Role::Gateway | Role::All) {
+        gateway(&mut p, settings)?
     } else {
-        ledger_gateway_adapter::role::reads(&mut p, config, &settings.gateway)?;
-    }
+        ledger_gateway_adapter::role::reads(&mut p, config, &settings.gateway)?
+    };
+    // The billing console and the operations dashboard, in every process
+    // (top-ups from the console need Razorpay settings, as the API does).
+    let pages = ledger_console::Pages::new(config, &settings.console, &p, gateway)?;
+    p.route(pages.router());
     let running = p.serve(config, openapi(settings)?).await?;
     tracing::info!(http_addr = %running.http_addr, ?role, "ledger running");
     Ok(running)

@@ -86,6 +86,13 @@ impl Principal {
         Ok(())
     }
 
+    /// The accounts a `console` principal may touch, sorted.
+    pub fn accounts(&self) -> Vec<AccountId> {
+        let mut a: Vec<AccountId> = self.accounts.iter().cloned().collect();
+        a.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+        a
+    }
+
     /// A caller nats-server vouches for (`Nats-Request-Info`): the role of
     /// its NATS account, named by its NATS user.
     pub fn vouched(role: Role, user: &str) -> Principal {
@@ -127,7 +134,8 @@ pub struct Tokens {
     by_digest: HashMap<[u8; 32], Principal>,
 }
 
-fn digest(token: &str) -> [u8; 32] {
+/// A token's SHA-256 digest: how tokens are kept and looked up.
+pub fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
@@ -157,6 +165,12 @@ impl Tokens {
             );
         }
         Self { by_digest }
+    }
+
+    /// The principal of a token known by its digest (a console session
+    /// keeps the digest, never the token).
+    pub fn by_digest(&self, digest: &[u8; 32]) -> Option<Principal> {
+        self.by_digest.get(digest).cloned()
     }
 
     /// The principal of an `Authorization` header value.

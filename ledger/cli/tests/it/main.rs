@@ -3,6 +3,7 @@
 
 mod audit;
 mod batches;
+mod browser;
 mod commands;
 mod contract;
 mod demo;

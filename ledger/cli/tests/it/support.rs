@@ -204,18 +204,30 @@ pub const FAKE_RAZORPAY: (&str, &str, &str) = ("rzp_test_it", "it-key-secret", "
 pub async fn serve_with_fake_razorpay(
     servers: &Servers,
 ) -> (tokio::process::Child, String, String) {
+    serve_with_fake_razorpay_and(servers, &[]).await
+}
+
+/// The same with `extra` variables (the console's Checkout script is the
+/// fake's).
+pub async fn serve_with_fake_razorpay_and(
+    servers: &Servers,
+    extra: &[(&str, &str)],
+) -> (tokio::process::Child, String, String) {
     let (key_id, key_secret, webhook_secret) = FAKE_RAZORPAY;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let fake_url = format!("http://{}", listener.local_addr().unwrap());
     let router = ledger_gateway_adapter::fake::Fake::new(key_id, key_secret).router();
     tokio::spawn(async move { axum::serve(listener, router).await });
-    let env = [
+    let checkout_js = format!("{fake_url}/v1/checkout.js");
+    let mut env = vec![
         ("LEDGER_RAZORPAY_BASE_URL", fake_url.as_str()),
         ("LEDGER_RAZORPAY_KEY_ID", key_id),
         ("LEDGER_RAZORPAY_KEY_SECRET", key_secret),
         ("LEDGER_RAZORPAY_WEBHOOK_SECRET", webhook_secret),
         ("LEDGER_FX_USD_INR", "83.12"),
+        ("LEDGER_CONSOLE_CHECKOUT_JS_URL", checkout_js.as_str()),
     ];
+    env.extend_from_slice(extra);
     let (process, url) = serve_ledger(servers, "all", &env).await;
     let webhooks = json!({"url": format!("{url}/v1/webhooks/razorpay"), "secret": webhook_secret});
     let r = reqwest::Client::new()
