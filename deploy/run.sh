@@ -3,7 +3,9 @@
 # local nats-server and PostgreSQL (deploy/local/start.sh), builds the ledger
 # and the fake Razorpay, starts both, and runs the demo against them: a
 # top-up paid through the fake, credited, some email and SMS usage, balances
-# and history. Both keep running until Ctrl-C; logs are in .local/.
+# and history; then prints the billing console's address with a signed-in
+# link for the demo account, and the operations dashboard's. Both keep
+# running until Ctrl-C; logs are in .local/.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -25,6 +27,30 @@ export LEDGER_RAZORPAY_KEY_SECRET="${LEDGER_RAZORPAY_KEY_SECRET:-fake_secret}"
 export LEDGER_RAZORPAY_WEBHOOK_SECRET="${LEDGER_RAZORPAY_WEBHOOK_SECRET:-fake_webhook_secret}"
 export LEDGER_FX_USD_INR="${LEDGER_FX_USD_INR:-83.12}"
 mkdir -p .local
+# The pages: Checkout's script from the fake, and tokens for the demo
+# account's console and for the operations dashboard (new each run; the
+# session key is kept, so sessions outlive a restart).
+export LEDGER_CONSOLE_CHECKOUT_JS_URL="http://$fake_addr/v1/checkout.js"
+random_token() { head -c 32 /dev/urandom | base64 | tr -d '/+=\n'; }
+[ -s .local/session.key ] || random_token >.local/session.key
+LEDGER_CONSOLE_SESSION_KEY="$(cat .local/session.key)"
+export LEDGER_CONSOLE_SESSION_KEY
+account="demo-$(date -u +%Y%m%d%H%M%S)"
+console_token="$(random_token)"
+ops_token="$(random_token)"
+cat >.local/pages.toml <<EOF
+[[tokens]]
+name = "$account-console"
+token = "$console_token"
+role = "console"
+accounts = ["$account"]
+
+[[tokens]]
+name = "ops"
+token = "$ops_token"
+role = "ops"
+EOF
+export LEDGER_CONFIG="$root/.local/pages.toml"
 
 FAKE_RAZORPAY_KEY_ID="$LEDGER_RAZORPAY_KEY_ID" \
 FAKE_RAZORPAY_KEY_SECRET="$LEDGER_RAZORPAY_KEY_SECRET" \
@@ -41,9 +67,15 @@ for _ in $(seq 1 100); do
   kill -0 "$fake" 2>/dev/null || { tail -20 .local/fake-razorpay.log >&2; exit 1; }
   sleep 0.2
 done
-./target/release/ledger demo --url "http://$LEDGER_HTTP_ADDR" --fake-razorpay "http://$fake_addr"
+./target/release/ledger demo --url "http://$LEDGER_HTTP_ADDR" --fake-razorpay "http://$fake_addr" \
+  --account "$account"
 echo
 echo "The ledger is running on http://$LEDGER_HTTP_ADDR (admin token: \$LEDGER_ADMIN_TOKEN),"
 echo "the fake Razorpay on http://$fake_addr."
+echo
+echo "Billing console for $account (the link signs in; the token stays in the fragment):"
+echo "  http://$LEDGER_HTTP_ADDR/console/sign-in#token=$console_token"
+echo "Operations dashboard:"
+echo "  http://$LEDGER_HTTP_ADDR/ops/sign-in#token=$ops_token"
 echo "Ctrl-C stops them; deploy/local/stop.sh stops nats-server and PostgreSQL."
 wait "$service"

@@ -48,13 +48,17 @@ impl Api {
 
 /// `topup`: a fake Razorpay's URL and the key secret; without them the demo
 /// grants promotional credits instead of buying them.
-pub async fn run(url: &str, token: &str, topup: Option<(String, String)>) -> anyhow::Result<()> {
+pub async fn run(
+    url: &str,
+    token: &str,
+    account: &str,
+    topup: Option<(String, String)>,
+) -> anyhow::Result<()> {
     let api = Api {
         http: reqwest::Client::new(),
         url: url.trim_end_matches('/').to_owned(),
         token: token.to_owned(),
     };
-    let account = format!("demo-{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
     println!("== Opening account {account}");
     api.post(
         "/v1/accounts",
@@ -64,7 +68,7 @@ pub async fn run(url: &str, token: &str, topup: Option<(String, String)>) -> any
     .await?;
 
     match topup {
-        Some((fake, key_secret)) => buy(&api, &account, &fake, &key_secret).await?,
+        Some((fake, key_secret)) => buy(&api, account, &fake, &key_secret).await?,
         None => {
             println!("== Granting 10 promotional credits to 'general' (no Razorpay configured)");
             let grant = api

@@ -191,6 +191,8 @@ mod tests {
         assert_eq!(s.gateway.fx_usd_inr.as_deref(), Some("83.12"));
         assert_eq!(s.gateway.reconcile_first_s, 30);
         assert!(s.gateway.razorpay_base_url.is_none());
+        assert_eq!(s.console.ops_stuck_after_s, 900);
+        assert!(s.console.console_session_key.is_none());
     }
 
     #[test]
@@ -198,6 +200,7 @@ mod tests {
         let mut s = Settings::default();
         s.ledger.admin_token = Some(ledger::config::Secret::new("s3cret-admin"));
         s.gateway.razorpay_key_secret = Some(ledger::config::Secret::new("rzp-s3cret"));
+        s.console.console_session_key = Some(ledger::config::Secret::new("s3cret-session-key"));
         let printed = s.to_printable();
         assert!(!printed.contains("s3cret"), "{printed}");
         assert!(printed.contains("nats_url = "), "{printed}");

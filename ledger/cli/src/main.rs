@@ -64,6 +64,9 @@ enum Cmd {
         /// Razorpay Checkout would.
         #[arg(long, env = "LEDGER_RAZORPAY_KEY_SECRET", hide_env_values = true)]
         razorpay_key_secret: Option<String>,
+        /// The demo's account (`demo-<time>` when not given).
+        #[arg(long)]
+        account: Option<String>,
     },
 }
 
@@ -159,9 +162,12 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
             token,
             fake_razorpay,
             razorpay_key_secret,
+            account,
         } => {
             let topup = fake_razorpay.zip(razorpay_key_secret);
-            ledger_cli::demo::run(&url, &token, topup)
+            let account = account
+                .unwrap_or_else(|| format!("demo-{}", chrono::Utc::now().format("%Y%m%d%H%M%S")));
+            ledger_cli::demo::run(&url, &token, &account, topup)
                 .await
                 .map(|()| std::process::ExitCode::SUCCESS)
         }

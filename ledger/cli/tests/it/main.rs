@@ -9,6 +9,7 @@ mod contract;
 mod demo;
 mod faults;
 mod foreign;
+mod grafana;
 mod inputs;
 mod intake;
 mod keys;
