@@ -191,6 +191,21 @@ pub struct Config {
     /// A CA certificate (PEM) to verify nats-server's TLS certificate by;
     /// when set, the connection must be TLS.
     pub nats_tls_ca: Option<std::path::PathBuf>,
+    /// Replicas of every stream the ledger creates (`LEDGER`, the usage
+    /// stream and its dead letters): 1 on one server, 3 on a three-node
+    /// cluster. An existing stream with fewer is refused.
+    pub stream_replicas: usize,
+    /// Placement tags of those streams: JetStream puts their replicas only
+    /// on servers carrying every tag (`server_tags`).
+    pub stream_placement_tags: Vec<String>,
+    /// Every nats-server's monitoring address (`http://nats-1:8222`). With
+    /// replicated streams the ledger reads each `/varz` at start and
+    /// refuses to run unless every server fsyncs each write before
+    /// acknowledging it (`sync_interval: always`).
+    pub nats_monitor_urls: Vec<String>,
+    /// Runs replicated streams without that check (told otherwise: the
+    /// operator vouches for the servers' settings).
+    pub stream_sync_unchecked: bool,
     /// libpq's forms: a `postgres://` URL or `key=value` pairs, with
     /// `sslmode` and `sslrootcert` (see `ledger_projections::pg`). A
     /// password in it prints as `[hidden]`.
@@ -250,6 +265,10 @@ impl Default for Config {
             key_indexer: true,
             reservation_sweep_interval_ms: 1000,
             rate_card: RateCardConfig::default(),
+            stream_replicas: 1,
+            stream_placement_tags: Vec::new(),
+            nats_monitor_urls: Vec::new(),
+            stream_sync_unchecked: false,
             stream_name: "LEDGER".into(),
             usage_stream_name: "LEDGER_USAGE".into(),
             subject_prefix: "ledger".into(),
@@ -277,6 +296,10 @@ impl Config {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         self.catalog()?;
+        anyhow::ensure!(
+            (1..=5).contains(&self.stream_replicas),
+            "stream_replicas must be from 1 to 5 (JetStream's limit)"
+        );
         let l = &self.limits;
         anyhow::ensure!(
             (1..=1000).contains(&l.batch_messages_max),
@@ -309,6 +332,14 @@ impl Config {
             self.rate_card.version,
             self.rate_card.unit_prices.clone(),
         )?)
+    }
+
+    /// How the ledger's streams are replicated and placed.
+    pub fn replication(&self) -> crate::store::Replication {
+        crate::store::Replication {
+            replicas: self.stream_replicas,
+            placement_tags: self.stream_placement_tags.clone(),
+        }
     }
 
     /// The effective settings as TOML, secrets hidden.

@@ -51,6 +51,8 @@ pub struct IntakeSettings {
     pub ack_pending_max: i64,
     /// Usages in one batch message at most.
     pub batch_items_max: usize,
+    /// The streams' replicas and placement (as `LEDGER`'s).
+    pub replication: crate::store::Replication,
 }
 
 impl IntakeSettings {
@@ -68,7 +70,7 @@ impl IntakeSettings {
 
 /// Creates (or finds) the usage and dead-letter streams.
 pub async fn ensure_streams(js: &jetstream::Context, s: &IntakeSettings) -> anyhow::Result<()> {
-    let usage = stream::Config {
+    let usage = s.replication.apply(stream::Config {
         name: s.stream.clone(),
         subjects: s.usage_subjects(),
         storage: stream::StorageType::File,
@@ -80,11 +82,11 @@ pub async fn ensure_streams(js: &jetstream::Context, s: &IntakeSettings) -> anyh
         deny_delete: true,
         deny_purge: true,
         ..Default::default()
-    };
+    });
     // Updated in place when it exists: a stream made before batch messages
     // gains their subject.
     js.create_or_update_stream(usage).await?;
-    let dead = stream::Config {
+    let dead = s.replication.apply(stream::Config {
         name: s.dead_stream.clone(),
         subjects: vec![format!("{}.usage_dead.*", s.prefix)],
         storage: stream::StorageType::File,
@@ -92,7 +94,7 @@ pub async fn ensure_streams(js: &jetstream::Context, s: &IntakeSettings) -> anyh
         deny_delete: true,
         allow_direct: true,
         ..Default::default()
-    };
+    });
     js.get_or_create_stream(dead).await?;
     Ok(())
 }

@@ -28,9 +28,16 @@ use crate::store::{EventStore, StreamSettings};
 const CONNECT_WAIT: Duration = Duration::from_secs(60);
 
 /// Connects to NATS as the configuration says (user and password, or a
-/// credentials file), retrying while the server comes up.
+/// credentials file), retrying while the server comes up. `nats_url` may
+/// name several servers, comma-separated (a cluster's members): the client
+/// moves between them.
 pub async fn connect_nats(config: &Config) -> anyhow::Result<async_nats::Client> {
     let url = config.nats_url.as_str();
+    let servers: Vec<&str> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     let started = std::time::Instant::now();
     loop {
         let mut options = async_nats::ConnectOptions::new().name("ledger");
@@ -45,7 +52,7 @@ pub async fn connect_nats(config: &Config) -> anyhow::Result<async_nats::Client>
         } else if let (Some(user), Some(password)) = (&config.nats_user, &config.nats_password) {
             options = options.user_and_password(user.clone(), password.expose().to_owned());
         }
-        match options.connect(url).await {
+        match options.connect(servers.as_slice()).await {
             Ok(c) => return Ok(c),
             Err(e) if started.elapsed() < CONNECT_WAIT => {
                 tracing::info!(error = %e, url, "waiting for NATS");
@@ -105,8 +112,15 @@ pub async fn open_store(client: async_nats::Client, config: &Config) -> anyhow::
     let settings = StreamSettings {
         name: config.stream_name.clone(),
         prefix: format!("{}.events", config.subject_prefix),
+        replication: config.replication(),
         ..StreamSettings::default()
     };
+    crate::store::check_sync_always(
+        &settings.replication,
+        &config.nats_monitor_urls,
+        config.stream_sync_unchecked,
+    )
+    .await?;
     EventStore::open(client, settings).await
 }
 
@@ -324,6 +338,7 @@ pub async fn command(p: &mut Process, config: &Config) -> anyhow::Result<()> {
         duplicate_window: Duration::from_secs(120),
         ack_pending_max: config.limits.usage_ack_pending_max,
         batch_items_max: config.limits.batch_items_max,
+        replication: config.replication(),
     };
     let token = p.shutdown.clone();
     let e = engine.clone();

@@ -16,7 +16,7 @@ mod nats;
 mod postgres;
 mod process;
 
-pub use nats::{NatsOptions, NatsServer};
+pub use nats::{NatsCluster, NatsOptions, NatsServer};
 pub use postgres::{Postgres, PostgresOptions};
 
 use std::path::PathBuf;

@@ -38,7 +38,86 @@ pub struct NatsServer {
     port: u16,
     monitor_port: u16,
     options: NatsOptions,
+    /// Set for a member of a [`NatsCluster`].
+    cluster: Option<ClusterNode>,
     child: Option<Child>,
+}
+
+/// A server's place in a cluster.
+#[derive(Debug, Clone)]
+struct ClusterNode {
+    server_name: String,
+    route_port: u16,
+    /// Every member's route port (its own included, as nats-server allows).
+    routes: Vec<u16>,
+    /// Placement tags (`az:a`, ...).
+    tags: Vec<String>,
+}
+
+/// Servers in a cluster the tests start: each `nats-server` a process of
+/// its own on loopback, routed to the others, JetStream clustered (R3
+/// streams keep working with one member down).
+#[derive(Debug)]
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// `size` servers (`n1`, `n2`, ... tagged `az:1`, `az:2`, ...) with
+    /// `options` each.
+    pub async fn start(size: usize, options: NatsOptions) -> Result<Self> {
+        let binary = binary()?;
+        check_version(&binary).await?;
+        let mut last = None;
+        for _ in 0..START_ATTEMPTS_MAX {
+            let routes: Vec<u16> = (0..size).map(|_| free_port()).collect::<Result<_>>()?;
+            let mut nodes = Vec::with_capacity(size);
+            for (i, route_port) in routes.iter().enumerate() {
+                nodes.push(NatsServer {
+                    dir: tempfile::Builder::new().prefix("ledger-nats-").tempdir()?,
+                    port: free_port()?,
+                    monitor_port: free_port()?,
+                    options: options.clone(),
+                    cluster: Some(ClusterNode {
+                        server_name: format!("n{}", i + 1),
+                        route_port: *route_port,
+                        routes: routes.clone(),
+                        tags: vec![format!("az:{}", i + 1)],
+                    }),
+                    child: None,
+                });
+            }
+            // Together: JetStream is ready only once a quorum has met.
+            let started =
+                futures::future::join_all(nodes.iter_mut().map(|n| n.start_again())).await;
+            match started.into_iter().find_map(|r| r.err()) {
+                None => return Ok(NatsCluster { nodes }),
+                Some(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    /// Every member's client URL, comma-separated (what clients connect to).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.url())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Every member's monitoring URL.
+    pub fn monitor_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.monitor_url()).collect()
+    }
+
+    /// The member named `server_name` (`n1`, ...).
+    pub fn node_mut(&mut self, server_name: &str) -> Option<&mut NatsServer> {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.server_name() == server_name)
+    }
 }
 
 impl NatsServer {
@@ -56,6 +135,7 @@ impl NatsServer {
                 port: free_port()?,
                 monitor_port: free_port()?,
                 options: options.clone(),
+                cluster: None,
                 child: None,
             };
             match server.start_again().await {
@@ -82,6 +162,14 @@ impl NatsServer {
 
     pub fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// `server_name` in its configuration (`n1`, ... in a cluster).
+    pub fn server_name(&self) -> &str {
+        self.cluster
+            .as_ref()
+            .map(|c| c.server_name.as_str())
+            .unwrap_or("ledger_test")
     }
 
     /// Stops the server cleanly (SIGTERM: lame-duck-free shutdown, data flushed).
@@ -141,11 +229,30 @@ impl NatsServer {
             ),
             None => String::new(),
         };
+        let cluster = match &self.cluster {
+            Some(c) => format!(
+                "server_tags: [{}]\ncluster {{\n  name: ledger_test\n  listen: 127.0.0.1:{}\n  \
+                 routes: [{}]\n}}\n",
+                c.tags
+                    .iter()
+                    .map(|t| format!("{t:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                c.route_port,
+                c.routes
+                    .iter()
+                    .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => String::new(),
+        };
         std::fs::write(
             &config,
             format!(
-                "server_name: ledger_test\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\n\
-                 jetstream {{\n  store_dir: {:?}{sync}\n}}\n{accounts}{tls}",
+                "server_name: {}\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\n\
+                 jetstream {{\n  store_dir: {:?}{sync}\n}}\n{cluster}{accounts}{tls}",
+                self.server_name(),
                 self.port,
                 self.monitor_port,
                 store.display().to_string()

@@ -21,7 +21,7 @@ use async_nats::jetstream;
 
 pub use batch::{AppendMessage, Appended, Origin};
 pub use read::StoredEvent;
-pub use stream::StreamSettings;
+pub use stream::{Replication, StreamSettings, check_sync_always};
 
 /// The server version the ledger needs: older servers ignore the
 /// expected-subject and atomic-batch headers and can store partial batches.

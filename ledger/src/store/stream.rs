@@ -9,12 +9,109 @@ use async_nats::jetstream::{self, stream};
 /// Every event subject starts with this.
 pub const EVENTS_PREFIX: &str = "ledger.events";
 
+/// How a stream is replicated and where its replicas go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replication {
+    pub replicas: usize,
+    pub placement_tags: Vec<String>,
+}
+
+impl Default for Replication {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            placement_tags: Vec::new(),
+        }
+    }
+}
+
+impl Replication {
+    /// Applies the replicas and placement to a stream's configuration.
+    pub fn apply(&self, mut c: stream::Config) -> stream::Config {
+        c.num_replicas = self.replicas;
+        c.placement = (!self.placement_tags.is_empty()).then(|| stream::Placement {
+            cluster: None,
+            tags: self.placement_tags.clone(),
+        });
+        c
+    }
+
+    /// What an existing stream lacks of these settings.
+    pub fn shortfalls(&self, c: &stream::Config) -> Vec<String> {
+        let mut p = Vec::new();
+        if c.num_replicas < self.replicas {
+            p.push(format!(
+                "replicas must be at least {} (it has {}; an operator raises them with \
+                 `nats stream edit {} --replicas {}`)",
+                self.replicas, c.num_replicas, c.name, self.replicas
+            ));
+        }
+        let tags = c
+            .placement
+            .as_ref()
+            .map(|p| p.tags.clone())
+            .unwrap_or_default();
+        if !self.placement_tags.is_empty() && tags != self.placement_tags {
+            p.push(format!(
+                "placement tags must be {:?} (it has {tags:?})",
+                self.placement_tags
+            ));
+        }
+        p
+    }
+}
+
+/// Refuses replicated streams on servers that acknowledge writes before
+/// fsyncing them, unless `unchecked`: each monitoring endpoint's `/varz`
+/// must say `sync_always`.
+pub async fn check_sync_always(
+    replication: &Replication,
+    monitor_urls: &[String],
+    unchecked: bool,
+) -> anyhow::Result<()> {
+    if replication.replicas <= 1 || unchecked {
+        return Ok(());
+    }
+    if monitor_urls.is_empty() {
+        bail!(
+            "stream_replicas is {} but nats_monitor_urls is empty: the ledger cannot see \
+             whether every server fsyncs each write (sync_interval: always). Name each \
+             server's monitoring address, or set stream_sync_unchecked = true to vouch for them",
+            replication.replicas
+        );
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    for url in monitor_urls {
+        let varz: serde_json::Value = http
+            .get(format!("{}/varz", url.trim_end_matches('/')))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .with_context(|| format!("reading {url}/varz"))?
+            .json()
+            .await
+            .with_context(|| format!("reading {url}/varz"))?;
+        if varz["jetstream"]["config"]["sync_always"] != serde_json::Value::Bool(true) {
+            bail!(
+                "nats-server {} ({url}) does not fsync each write before acknowledging it \
+                 (sync_interval is not always): replicated streams there can lose \
+                 acknowledged events. Set `sync_interval: always` in its jetstream block, \
+                 or stream_sync_unchecked = true to run anyway",
+                varz["server_name"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone)]
 pub struct StreamSettings {
     pub name: String,
     /// Subject prefix (`ledger.events`); tests use their own so they can share a server.
     pub prefix: String,
-    pub replicas: usize,
+    pub replication: Replication,
     /// How long JetStream remembers a `Nats-Msg-Id` to drop a re-sent publish.
     pub duplicate_window: Duration,
 }
@@ -24,7 +121,7 @@ impl Default for StreamSettings {
         Self {
             name: "LEDGER".into(),
             prefix: EVENTS_PREFIX.into(),
-            replicas: 1,
+            replication: Replication::default(),
             duplicate_window: Duration::from_secs(120),
         }
     }
@@ -44,11 +141,10 @@ impl StreamSettings {
     }
 
     fn config(&self) -> stream::Config {
-        stream::Config {
+        self.replication.apply(stream::Config {
             name: self.name.clone(),
             subjects: self.subjects(),
             storage: stream::StorageType::File,
-            num_replicas: self.replicas,
             // Full is an error, never a silent drop of old events.
             discard: stream::DiscardPolicy::New,
             retention: stream::RetentionPolicy::Limits,
@@ -63,7 +159,7 @@ impl StreamSettings {
             allow_atomic_publish: true,
             duplicate_window: self.duplicate_window,
             ..Default::default()
-        }
+        })
     }
 }
 
@@ -139,5 +235,6 @@ pub fn unsafe_settings(c: &stream::Config, want: &StreamSettings) -> Vec<String>
             &format!("subjects must include {s}"),
         );
     }
+    p.extend(want.replication.shortfalls(c));
     p
 }

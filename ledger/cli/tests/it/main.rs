@@ -4,6 +4,7 @@
 mod audit;
 mod batches;
 mod browser;
+mod cluster;
 mod commands;
 mod contract;
 mod demo;

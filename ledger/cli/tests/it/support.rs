@@ -22,6 +22,25 @@ pub struct Servers {
     pub secured: bool,
 }
 
+/// Like a real deployment (and deploy/local): an unprivileged role named
+/// `ledger` owning database `ledger` (made over the Unix socket: a server
+/// may refuse plain TCP).
+pub async fn prepare_database(pg: &Postgres) {
+    let (admin, conn) = tokio_postgres::connect(
+        &pg.socket_connection_string_for("postgres"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for statement in [
+        "CREATE ROLE ledger LOGIN",
+        "CREATE DATABASE ledger OWNER ledger",
+    ] {
+        admin.batch_execute(statement).await.unwrap();
+    }
+}
+
 /// The development password of each user of deploy/nats/accounts.conf.
 pub fn nats_password(user: &str) -> String {
     format!("{user}-dev")
@@ -61,22 +80,7 @@ impl Servers {
             pg: pg.expect("postgres starts"),
             secured,
         };
-        // Like a real deployment (and deploy/local): an unprivileged role
-        // named `ledger` owning database `ledger`.
-        // (Over the Unix socket: a server may refuse plain TCP.)
-        let (admin, conn) = tokio_postgres::connect(
-            &servers.pg.socket_connection_string_for("postgres"),
-            tokio_postgres::NoTls,
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
-        for statement in [
-            "CREATE ROLE ledger LOGIN",
-            "CREATE DATABASE ledger OWNER ledger",
-        ] {
-            admin.batch_execute(statement).await.unwrap();
-        }
+        prepare_database(&servers.pg).await;
         servers
     }
 
