@@ -203,6 +203,14 @@ pub struct Config {
     /// refuses to run unless every server fsyncs each write before
     /// acknowledging it (`sync_interval: always`).
     pub nats_monitor_urls: Vec<String>,
+    /// Partitions of `ledger.cmd.<name>.<account_id>` in the NATS
+    /// configuration's subject mapping (deploy/nats/accounts.conf:
+    /// `partition(6, …)`); each process serves the partitions it leases.
+    /// 0 serves none (the unpartitioned subjects only).
+    pub command_partitions: u32,
+    /// How long a partition's lease lasts unrenewed: a stopped process's
+    /// partitions are taken over within it.
+    pub partition_lease_s: u64,
     /// Runs replicated streams without that check (told otherwise: the
     /// operator vouches for the servers' settings).
     pub stream_sync_unchecked: bool,
@@ -269,6 +277,8 @@ impl Default for Config {
             stream_placement_tags: Vec::new(),
             nats_monitor_urls: Vec::new(),
             stream_sync_unchecked: false,
+            command_partitions: 6,
+            partition_lease_s: 10,
             stream_name: "LEDGER".into(),
             usage_stream_name: "LEDGER_USAGE".into(),
             subject_prefix: "ledger".into(),
@@ -296,6 +306,14 @@ impl Config {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         self.catalog()?;
+        anyhow::ensure!(
+            self.command_partitions <= 1024,
+            "command_partitions must be at most 1024"
+        );
+        anyhow::ensure!(
+            (3..=3600).contains(&self.partition_lease_s),
+            "partition_lease_s must be from 3 to 3600"
+        );
         anyhow::ensure!(
             (1..=5).contains(&self.stream_replicas),
             "stream_replicas must be from 1 to 5 (JetStream's limit)"

@@ -330,6 +330,19 @@ pub async fn command(p: &mut Process, config: &Config) -> anyhow::Result<()> {
     .await?;
     let token = p.shutdown.clone();
     p.spawn(async move { serving.run(token.cancelled_owned()).await });
+    let partitions = crate::api::partitions::PartitionSettings {
+        partitions: config.command_partitions,
+        lease: Duration::from_secs(config.partition_lease_s),
+        prefix: config.subject_prefix.clone(),
+        replication: config.replication(),
+    };
+    p.spawn(crate::api::partitions::run(
+        p.client.clone(),
+        engine.clone(),
+        Arc::new(config.nats_callers.clone()),
+        partitions,
+        p.shutdown.clone(),
+    ));
 
     let intake_settings = IntakeSettings {
         stream: config.usage_stream_name.clone(),

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod http;
 pub mod nats;
 pub mod openapi;
+pub mod partitions;
 pub mod reads;
 
 use std::sync::Arc;

@@ -125,7 +125,9 @@ pub async fn start(
     Ok(Serving { service, tasks })
 }
 
-async fn handle(
+/// Answers one command request (size limit, the caller's identity and
+/// rights, then the command).
+pub(crate) async fn handle(
     engine: &Engine,
     callers: &Callers,
     name: CommandName,

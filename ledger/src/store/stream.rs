@@ -36,6 +36,19 @@ impl Replication {
         c
     }
 
+    /// The same for a key-value bucket.
+    pub fn apply_kv(
+        &self,
+        mut c: async_nats::jetstream::kv::Config,
+    ) -> async_nats::jetstream::kv::Config {
+        c.num_replicas = self.replicas;
+        c.placement = (!self.placement_tags.is_empty()).then(|| stream::Placement {
+            cluster: None,
+            tags: self.placement_tags.clone(),
+        });
+        c
+    }
+
     /// What an existing stream lacks of these settings.
     pub fn shortfalls(&self, c: &stream::Config) -> Vec<String> {
         let mut p = Vec::new();

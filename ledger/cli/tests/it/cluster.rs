@@ -3,7 +3,7 @@
 //! outgrows one machine runs it: the stream leader killed under load, a
 //! member down for a while and back, the whole cluster restarted.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -95,42 +95,6 @@ impl Cluster {
     }
 }
 
-fn consume(key: &str, account: &str) -> serde_json::Value {
-    json!({"idempotency_key": key, "account_id": account, "service": "sms", "quantity": 1,
-        "credits": "1"})
-}
-
-/// One consume through `client`, with a deadline: its reply, or `None`.
-async fn try_consume(client: &async_nats::Client, key: &str, account: &str) -> Option<bool> {
-    let reply = tokio::time::timeout(
-        Duration::from_secs(5),
-        client.request(
-            "ledger.cmd.consume",
-            consume(key, account).to_string().into(),
-        ),
-    )
-    .await
-    .ok()?
-    .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&reply.payload).ok()?;
-    Some(code(&v).is_none())
-}
-
-/// Every consume key in the accounts' logs, with how many times it occurs.
-async fn keys_in_log(client: &async_nats::Client, accounts: &[String]) -> BTreeMap<String, usize> {
-    let mut keys = BTreeMap::new();
-    for a in accounts {
-        for e in log_of(client, a).await {
-            if let (Some(k), ledger_schemas::EventType::CreditsConsumed) =
-                (&e.idempotency_key, e.body.event_type())
-            {
-                *keys.entry(k.to_string()).or_insert(0) += 1;
-            }
-        }
-    }
-    keys
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_leader_killed_under_load_loses_no_acknowledged_command() {
     let mut cluster = Cluster::start().await;
@@ -190,35 +154,15 @@ async fn the_stream_leader_killed_under_load_loses_no_acknowledged_command() {
     }
     let new_leader = cluster.leader(&client).await;
     assert_ne!(new_leader, leader, "another member leads");
-    // Every acknowledged command is in the log, once; no key twice.
-    let keys = keys_in_log(&client, &accounts).await;
+    // Every acknowledged command is in the log, once; no key twice; the
+    // balance each account reports is its log's.
     let acked: Vec<String> = acked
         .lock()
         .unwrap()
         .iter()
         .map(|(k, _)| k.clone())
         .collect();
-    let missing: Vec<&String> = acked.iter().filter(|k| !keys.contains_key(*k)).collect();
-    assert!(
-        missing.is_empty(),
-        "acknowledged but not in the log: {missing:?}"
-    );
-    let twice: Vec<(&String, &usize)> = keys.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "in the log more than once: {twice:?}");
-    // The balance each account reports is its log's.
-    for a in &accounts {
-        let b = cmd(&client, "get_balance", json!({"account_id": a})).await;
-        let replayed = replayed(&client, a).await;
-        let consumed = keys
-            .keys()
-            .filter(|k| k.starts_with(&format!("{a}-")))
-            .count();
-        assert_eq!(
-            b["balances"]["general"],
-            json!((100000 - consumed).to_string()),
-            "{a}: {b} (replayed {replayed:?})"
-        );
-    }
+    acknowledged_exactly_once(&client, &accounts, &acked, 100_000).await;
     println!(
         "{} commands acknowledged ({before} before the kill); commands resumed {resumed:?} after \
          the leader {leader} was killed; {new_leader} leads",

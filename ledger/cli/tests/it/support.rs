@@ -483,3 +483,85 @@ pub async fn stream(client: &async_nats::Client) -> async_nats::jetstream::strea
         .await
         .unwrap()
 }
+
+/// A consume of one credit from the `sms` service.
+pub fn consume_one(key: &str, account: &str) -> serde_json::Value {
+    json!({"idempotency_key": key, "account_id": account, "service": "sms", "quantity": 1,
+        "credits": "1"})
+}
+
+/// One consume through `client`, with a deadline: whether it succeeded,
+/// or `None` without an answer.
+pub async fn try_consume(client: &async_nats::Client, key: &str, account: &str) -> Option<bool> {
+    try_consume_on(client, "ledger.cmd.consume", key, account).await
+}
+
+/// The same on `subject` (`ledger.cmd.consume.<account>`, …).
+pub async fn try_consume_on(
+    client: &async_nats::Client,
+    subject: &str,
+    key: &str,
+    account: &str,
+) -> Option<bool> {
+    let reply = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.request(
+            subject.to_owned(),
+            consume_one(key, account).to_string().into(),
+        ),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&reply.payload).ok()?;
+    Some(code(&v).is_none())
+}
+
+/// Every consume key in the accounts' logs, with how many times it occurs.
+pub async fn keys_in_log(
+    client: &async_nats::Client,
+    accounts: &[String],
+) -> std::collections::BTreeMap<String, usize> {
+    let mut keys = std::collections::BTreeMap::new();
+    for a in accounts {
+        for e in log_of(client, a).await {
+            if let (Some(k), ledger_schemas::EventType::CreditsConsumed) =
+                (&e.idempotency_key, e.body.event_type())
+            {
+                *keys.entry(k.to_string()).or_insert(0) += 1;
+            }
+        }
+    }
+    keys
+}
+
+/// After a fault under load: every acknowledged consume (`acked` keys, one
+/// credit each, keys `<account>-…`) is in the log once, no key twice, and
+/// each account's balance (funded with `funded` credits) is its log's.
+pub async fn acknowledged_exactly_once(
+    client: &async_nats::Client,
+    accounts: &[String],
+    acked: &[String],
+    funded: u64,
+) {
+    let keys = keys_in_log(client, accounts).await;
+    let missing: Vec<&String> = acked.iter().filter(|k| !keys.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not in the log: {missing:?}"
+    );
+    let twice: Vec<(&String, &usize)> = keys.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "in the log more than once: {twice:?}");
+    for a in accounts {
+        let b = cmd(client, "get_balance", json!({"account_id": a})).await;
+        let consumed = keys
+            .keys()
+            .filter(|k| k.starts_with(&format!("{a}-")))
+            .count() as u64;
+        assert_eq!(
+            b["balances"]["general"],
+            json!((funded - consumed).to_string()),
+            "{a}: {b}"
+        );
+    }
+}
