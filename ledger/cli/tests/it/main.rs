@@ -14,6 +14,7 @@ mod grafana;
 mod inputs;
 mod intake;
 mod keys;
+mod manifests;
 mod partitions;
 mod projections;
 mod security;
