@@ -25,12 +25,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "shared/load.rs"]
+mod load;
+#[path = "shared/raw.rs"]
+mod raw;
+
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use ledger::config::{Config, Secret};
-use ledger::store::{AppendMessage, batch};
-use ledger_schemas::ChainHash;
 use ledger_testkit::{NatsOptions, NatsServer, Postgres, PostgresOptions};
+use load::{closed_loop, gather_latencies};
+use raw::{body, raw_batches};
 use serde_json::json;
 
 struct Args {
@@ -154,14 +159,6 @@ impl AckWindow {
     }
 }
 
-/// A ~200-byte event body, like a `credits_consumed` event's.
-fn body(i: usize) -> bytes::Bytes {
-    let pad = "x".repeat(120);
-    bytes::Bytes::from(format!(
-        "{{\"event_id\":\"{i:016}\",\"type\":\"credits_consumed\",\"pad\":\"{pad}\"}}"
-    ))
-}
-
 async fn raw_pipelined(nats: &NatsServer, n: usize, accounts: usize) -> f64 {
     let client = async_nats::connect(nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
@@ -185,96 +182,6 @@ async fn raw_pipelined(nats: &NatsServer, n: usize, accounts: usize) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn raw_batches(nats: &NatsServer, n: usize, accounts: usize) -> f64 {
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client.clone());
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: "RAWB".into(),
-        subjects: vec!["rawb.>".into()],
-        allow_atomic_publish: true,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let messages: Vec<AppendMessage> = (0..n)
-        .map(|i| AppendMessage {
-            subject: format!("rawb.acct.a{}", i % accounts),
-            payload: body(i),
-            event_id: format!("{i}"),
-            event_type: "credits_consumed",
-            chain: ChainHash::GENESIS.to_hex(),
-            expected_last_subject_seq: None,
-        })
-        .collect();
-    let started = Instant::now();
-    // Eight batches in flight, as the ledger's committer allows by default.
-    let chunks: Vec<Vec<AppendMessage>> = messages.chunks(1000).map(|c| c.to_vec()).collect();
-    let sem = Arc::new(tokio::sync::Semaphore::new(8));
-    let mut tasks = Vec::new();
-    for chunk in chunks {
-        let permit = sem.clone().acquire_owned().await.unwrap();
-        let client = client.clone();
-        tasks.push(tokio::spawn(async move {
-            batch::append(&client, &chunk, Duration::from_secs(30))
-                .await
-                .unwrap();
-            drop(permit);
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    n as f64 / started.elapsed().as_secs_f64()
-}
-
-/// `clients` concurrent clients, each sending `per_client` requests to
-/// `subject` with `in_flight` awaiting replies (one connection's worth);
-/// `body(c, i)` is client c's i-th request. Returns (requests/s, sorted
-/// latencies). Every reply must start with `reply_starts` and hold no error.
-async fn closed_loop(
-    client: &async_nats::Client,
-    subject: &'static str,
-    reply_starts: &'static [u8],
-    clients: usize,
-    per_client: usize,
-    in_flight: usize,
-    body: impl Fn(usize, usize) -> String + Send + Sync + 'static,
-) -> (f64, Vec<Duration>) {
-    let body = Arc::new(body);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let client = client.clone();
-        let body = body.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(per_client);
-            let mut pending = FuturesUnordered::new();
-            for i in 0..per_client {
-                let request = body(c, i);
-                let client = client.clone();
-                pending.push(async move {
-                    let t = Instant::now();
-                    let r = client
-                        .request(subject, request.into())
-                        .await
-                        .expect("a reply");
-                    assert!(r.payload.starts_with(reply_starts));
-                    assert_no_error(&r.payload);
-                    t.elapsed()
-                });
-                if pending.len() >= in_flight {
-                    lat.push(pending.next().await.unwrap());
-                }
-            }
-            while let Some(l) = pending.next().await {
-                lat.push(l);
-            }
-            lat
-        }));
-    }
-    gather_latencies(tasks, started).await
-}
-
 /// Sends `commands` consumptions from `clients` concurrent clients, spread
 /// over `accounts`; returns (commands/s, sorted latencies).
 async fn consumptions(
@@ -289,16 +196,15 @@ async fn consumptions(
     let (accounts, tag) = (accounts.to_vec(), tag.to_owned());
     closed_loop(
         client,
-        "ledger.cmd.consume",
         b"{\"event\":",
         clients,
         per_client,
         in_flight,
         move |c, i| {
             let account = &accounts[(c * per_client + i) % accounts.len()];
-            json!({"idempotency_key": format!("{tag}-{c}-{i}"), "account_id": account,
-            "service": "sms", "quantity": 1, "credits": "0.01"})
-            .to_string()
+            let body = json!({"idempotency_key": format!("{tag}-{c}-{i}"), "account_id": account,
+            "service": "sms", "quantity": 1, "credits": "0.01"});
+            ("ledger.cmd.consume".to_owned(), body.to_string())
         },
     )
     .await
@@ -319,7 +225,6 @@ async fn batched_consumptions(
     let accounts = accounts.to_vec();
     let (batches_per_s, lat) = closed_loop(
         client,
-        "ledger.cmd.consume_batch",
         b"{\"results\":[",
         clients,
         per_client,
@@ -333,7 +238,10 @@ async fn batched_consumptions(
                     "service": "sms", "quantity": 1, "credits": "0.01"})
                 })
                 .collect();
-            json!({ "items": items }).to_string()
+            (
+                "ledger.cmd.consume_batch".to_owned(),
+                json!({ "items": items }).to_string(),
+            )
         },
     )
     .await;
@@ -362,15 +270,6 @@ async fn batch_metrics(addr: std::net::SocketAddr) -> String {
         value("ledger_batch_messages_sum") / batches.max(1.0),
         1000.0 * value("ledger_append_seconds_sum") / value("ledger_append_seconds_count").max(1.0)
     )
-}
-
-/// Checks a reply holds no error object, without parsing it (the clients
-/// share the bench process with the ledger: their cost is kept small).
-fn assert_no_error(reply: &[u8]) {
-    const ERROR: &[u8] = b"{\"error\":{\"code\"";
-    if reply.windows(ERROR.len()).any(|w| w == ERROR) {
-        panic!("{}", String::from_utf8_lossy(reply));
-    }
 }
 
 /// One request at a time from one client: consume latencies, sorted.
@@ -415,20 +314,6 @@ async fn raw_round_trips(nats: &NatsServer, n: usize) -> Vec<Duration> {
     }
     lat.sort();
     lat
-}
-
-/// Every client's latencies, sorted, and the commands/s since `started`.
-async fn gather_latencies(
-    tasks: Vec<tokio::task::JoinHandle<Vec<Duration>>>,
-    started: Instant,
-) -> (f64, Vec<Duration>) {
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    let rate = all.len() as f64 / started.elapsed().as_secs_f64();
-    all.sort();
-    (rate, all)
 }
 
 /// A PostgreSQL session whose connection runs in the background.
@@ -1054,7 +939,10 @@ async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Ro
     .await
     .unwrap();
     let pipelined = raw_pipelined(&nats, a.raw_messages, a.accounts).await;
-    let batches = raw_batches(&nats, a.raw_messages, a.accounts).await;
+    let batches = {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        raw_batches(&client, "RAWB", "rawb", 1, a.raw_messages, a.accounts).await
+    };
     let (limit_name, limit) = if sync_always {
         ("raw atomic batches of 1000", batches)
     } else {

@@ -164,6 +164,11 @@ impl NatsServer {
         self.child.is_some()
     }
 
+    /// The running server's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
     /// `server_name` in its configuration (`n1`, ... in a cluster).
     pub fn server_name(&self) -> &str {
         self.cluster

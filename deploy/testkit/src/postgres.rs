@@ -110,6 +110,27 @@ impl Postgres {
         )
     }
 
+    /// A login role `role` owning a new database of the same name, as a
+    /// real deployment has (made over the Unix socket: TCP may need TLS).
+    pub async fn create_owned_database(&self, role: &str) -> Result<()> {
+        let (admin, conn) = tokio_postgres::connect(
+            &self.socket_connection_string_for("postgres"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .context("connecting as postgres")?;
+        let task = tokio::spawn(conn);
+        // One statement each: CREATE DATABASE refuses a transaction block.
+        admin
+            .batch_execute(&format!("CREATE ROLE \"{role}\" LOGIN"))
+            .await?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE \"{role}\" OWNER \"{role}\""))
+            .await?;
+        task.abort();
+        Ok(())
+    }
+
     /// A `postgres://` URL for database `postgres`.
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)

@@ -71,8 +71,15 @@ impl Cluster {
     /// The member that leads stream `LEDGER` now.
     async fn leader(&self, client: &async_nats::Client) -> String {
         wait_for(ELECTION_WAIT, || async {
-            let mut s = stream(client).await;
-            s.info().await.ok()?.cluster.clone()?.leader
+            info(client).await?.cluster?.leader
+        })
+        .await
+    }
+
+    /// The stream's last sequence, once a leader answers.
+    async fn head(&self, client: &async_nats::Client) -> u64 {
+        wait_for(ELECTION_WAIT, || async {
+            Some(info(client).await?.state.last_sequence)
         })
         .await
     }
@@ -80,9 +87,7 @@ impl Cluster {
     /// Waits until every replica of `LEDGER` is current with no lag.
     async fn all_current(&self, client: &async_nats::Client) {
         wait_for(Duration::from_secs(30), || async {
-            let mut s = stream(client).await;
-            let info = s.info().await.ok()?;
-            let cluster = info.cluster.clone()?;
+            let cluster = info(client).await?.cluster?;
             let ok = cluster.leader.is_some()
                 && cluster.replicas.len() == 2
                 && cluster
@@ -95,6 +100,14 @@ impl Cluster {
     }
 }
 
+/// Stream `LEDGER`'s info, or `None` while no member answers (an
+/// election, a member restarting).
+async fn info(client: &async_nats::Client) -> Option<async_nats::jetstream::stream::Info> {
+    let js = async_nats::jetstream::new(client.clone());
+    let mut s = js.get_stream("LEDGER").await.ok()?;
+    s.info().await.ok().cloned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_leader_killed_under_load_loses_no_acknowledged_command() {
     let mut cluster = Cluster::start().await;
@@ -102,8 +115,8 @@ async fn the_stream_leader_killed_under_load_loses_no_acknowledged_command() {
         .await
         .expect("the ledger starts on the cluster");
     let client = cluster.client().await;
-    let info = stream(&client).await.info().await.unwrap().config.clone();
-    assert_eq!(info.num_replicas, 3, "LEDGER is R3");
+    let config = info(&client).await.expect("the stream answers").config;
+    assert_eq!(config.num_replicas, 3, "LEDGER is R3");
     let accounts: Vec<String> = (0..4).map(|i| format!("c{i}")).collect();
     for a in &accounts {
         funded(&client, a, "100000").await;
@@ -206,7 +219,7 @@ async fn a_member_down_for_a_while_catches_up_and_the_whole_cluster_restarted_is
         .await;
         done.insert(key);
     }
-    let head = stream_head(&client).await;
+    let head = cluster.head(&client).await;
     cluster
         .nats
         .node_mut(&follower)
@@ -226,7 +239,7 @@ async fn a_member_down_for_a_while_catches_up_and_the_whole_cluster_restarted_is
         .unwrap();
     let now_leading = cluster.leader(&client).await;
     assert_ne!(now_leading, leader);
-    assert_eq!(stream_head(&client).await, head, "messages lost");
+    assert_eq!(cluster.head(&client).await, head, "messages lost");
     let keys = keys_in_log(&client, &["m".to_owned()]).await;
     assert_eq!(keys.keys().cloned().collect::<BTreeSet<_>>(), done);
     cluster

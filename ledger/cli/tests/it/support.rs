@@ -26,19 +26,9 @@ pub struct Servers {
 /// `ledger` owning database `ledger` (made over the Unix socket: a server
 /// may refuse plain TCP).
 pub async fn prepare_database(pg: &Postgres) {
-    let (admin, conn) = tokio_postgres::connect(
-        &pg.socket_connection_string_for("postgres"),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    for statement in [
-        "CREATE ROLE ledger LOGIN",
-        "CREATE DATABASE ledger OWNER ledger",
-    ] {
-        admin.batch_execute(statement).await.unwrap();
-    }
+    pg.create_owned_database("ledger")
+        .await
+        .expect("role and database ledger");
 }
 
 /// The development password of each user of deploy/nats/accounts.conf.

@@ -1,0 +1,67 @@
+//! The raw JetStream limit both benchmarks measure the ledger against:
+//! event-sized messages appended as atomic batches of 1,000, eight in
+//! flight (what the ledger's group commit sends). Included by
+//! `ledger/benches/ledger.rs` and `ledger/cli/benches/cluster.rs`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ledger::store::{AppendMessage, batch};
+use ledger_schemas::ChainHash;
+
+/// A ~200-byte event body, like a `credits_consumed` event's.
+pub fn body(i: usize) -> bytes::Bytes {
+    let pad = "x".repeat(120);
+    bytes::Bytes::from(format!(
+        "{{\"event_id\":\"{i:016}\",\"type\":\"credits_consumed\",\"pad\":\"{pad}\"}}"
+    ))
+}
+
+/// Creates stream `name` on `<prefix>.>` with `replicas`, then appends `n`
+/// messages over `accounts` subjects in atomic batches: messages/s.
+pub async fn raw_batches(
+    client: &async_nats::Client,
+    name: &str,
+    prefix: &str,
+    replicas: usize,
+    n: usize,
+    accounts: usize,
+) -> f64 {
+    let js = async_nats::jetstream::new(client.clone());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: name.into(),
+        subjects: vec![format!("{prefix}.>")],
+        num_replicas: replicas,
+        allow_atomic_publish: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let messages: Vec<AppendMessage> = (0..n)
+        .map(|i| AppendMessage {
+            subject: format!("{prefix}.acct.a{}", i % accounts),
+            payload: body(i),
+            event_id: format!("{i}"),
+            event_type: "credits_consumed",
+            chain: ChainHash::GENESIS.to_hex(),
+            expected_last_subject_seq: None,
+        })
+        .collect();
+    let started = Instant::now();
+    let sem = Arc::new(tokio::sync::Semaphore::new(8));
+    let mut tasks = Vec::new();
+    for chunk in messages.chunks(1000).map(|c| c.to_vec()) {
+        let permit = sem.clone().acquire_owned().await.unwrap();
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            batch::append(&client, &chunk, Duration::from_secs(30))
+                .await
+                .unwrap();
+            drop(permit);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
