@@ -74,7 +74,14 @@ pub async fn run(
             ..Default::default()
         }))
         .await
-        .map_err(|e| anyhow::anyhow!("opening bucket {BUCKET}: {e}"))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "opening key-value bucket {BUCKET} for the command partitions: {e} (user \
+                 ledger needs to publish on $KV.{BUCKET}.>, as deploy/nats/accounts.conf \
+                 allows; or set command_partitions = 0 to serve the unpartitioned \
+                 subjects only)"
+            )
+        })?;
     let instance = uuid::Uuid::new_v4().simple().to_string();
     let mut held: BTreeMap<u32, (u64, tokio::task::JoinHandle<()>)> = BTreeMap::new();
     let tick = settings.lease / 3;

@@ -6,6 +6,7 @@ mod batches;
 mod browser;
 mod cluster;
 mod commands;
+mod console;
 mod contract;
 mod demo;
 mod faults;
