@@ -116,20 +116,13 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let js = engine.store().jetstream().clone();
-    ensure_streams(&js, &settings).await?;
-    let usage = js.get_stream(&settings.stream).await?;
-    let consumer: consumer::PullConsumer = usage
-        .get_or_create_consumer(
-            CONSUMER_NAME,
-            consumer::pull::Config {
-                durable_name: Some(CONSUMER_NAME.into()),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                max_ack_pending: settings.ack_pending_max,
-                ..Default::default()
-            },
-        )
-        .await?;
+    // A cluster that has just formed may answer late: try for a while.
+    let consumer = crate::retry::patiently(
+        "usage intake: creating its streams and consumer",
+        crate::retry::STARTUP_WAIT,
+        || setup(&js, &settings),
+    )
+    .await?;
     let permits = Arc::new(Semaphore::new(settings.ack_pending_max.max(1) as usize));
     let settings = Arc::new(settings);
     tokio::pin!(shutdown);
@@ -167,6 +160,27 @@ pub async fn run(
             });
         }
     }
+}
+
+/// The usage streams and the intake's durable consumer.
+async fn setup(
+    js: &jetstream::Context,
+    settings: &IntakeSettings,
+) -> anyhow::Result<consumer::PullConsumer> {
+    ensure_streams(js, settings).await?;
+    let usage = js.get_stream(&settings.stream).await?;
+    Ok(usage
+        .get_or_create_consumer(
+            CONSUMER_NAME,
+            consumer::pull::Config {
+                durable_name: Some(CONSUMER_NAME.into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: settings.ack_pending_max,
+                ..Default::default()
+            },
+        )
+        .await?)
 }
 
 /// Why a usage cannot become an event.

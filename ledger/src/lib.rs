@@ -28,5 +28,6 @@ pub mod domain;
 pub mod engine;
 pub mod intake;
 pub mod metrics;
+pub mod retry;
 pub mod serve;
 pub mod store;

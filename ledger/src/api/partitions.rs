@@ -64,24 +64,28 @@ pub async fn run(
         return Ok(());
     }
     let js = async_nats::jetstream::new(client.clone());
-    let kv = js
-        .create_key_value(settings.replication.apply_kv(kv::Config {
-            bucket: BUCKET.into(),
-            description: "Which ledger process serves which command partition".into(),
-            history: 1,
-            max_age: settings.lease,
-            storage: async_nats::jetstream::stream::StorageType::File,
-            ..Default::default()
-        }))
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "opening key-value bucket {BUCKET} for the command partitions: {e} (user \
+    let config = settings.replication.apply_kv(kv::Config {
+        bucket: BUCKET.into(),
+        description: "Which ledger process serves which command partition".into(),
+        history: 1,
+        max_age: settings.lease,
+        storage: async_nats::jetstream::stream::StorageType::File,
+        ..Default::default()
+    });
+    let kv = crate::retry::patiently(
+        "opening the command partitions' bucket",
+        crate::retry::STARTUP_WAIT,
+        || js.create_key_value(config.clone()),
+    )
+    .await
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "opening key-value bucket {BUCKET} for the command partitions: {e} (user \
                  ledger needs to publish on $KV.{BUCKET}.>, as deploy/nats/accounts.conf \
                  allows; or set command_partitions = 0 to serve the unpartitioned \
                  subjects only)"
-            )
-        })?;
+        )
+    })?;
     let instance = uuid::Uuid::new_v4().simple().to_string();
     let mut held: BTreeMap<u32, (u64, tokio::task::JoinHandle<()>)> = BTreeMap::new();
     let tick = settings.lease / 3;

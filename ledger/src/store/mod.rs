@@ -61,7 +61,13 @@ impl EventStore {
     pub async fn open(client: Client, settings: StreamSettings) -> anyhow::Result<Self> {
         check_server_version(&client)?;
         let js = jetstream::new(client.clone());
-        let stream = stream::ensure(&js, &settings).await?;
+        // A cluster that has just formed may answer late: try for a while.
+        let stream = crate::retry::patiently(
+            "creating or verifying the event stream",
+            crate::retry::STARTUP_WAIT,
+            || stream::ensure(&js, &settings),
+        )
+        .await?;
         Ok(Self {
             client,
             js,
