@@ -37,6 +37,15 @@ pub async fn raw_batches(
     })
     .await
     .unwrap();
+    // A replicated stream just made answers once its members elect a leader.
+    let started = Instant::now();
+    while replicas > 1 && !led(&js, name).await {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{name} has no leader"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let messages: Vec<AppendMessage> = (0..n)
         .map(|i| AppendMessage {
             subject: format!("{prefix}.acct.a{}", i % accounts),
@@ -64,4 +73,18 @@ pub async fn raw_batches(
         t.await.unwrap();
     }
     n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Whether stream `name` has a leader now.
+async fn led(js: &async_nats::jetstream::Context, name: &str) -> bool {
+    let Ok(mut stream) = js.get_stream(name).await else {
+        return false;
+    };
+    stream
+        .info()
+        .await
+        .ok()
+        .and_then(|i| i.cluster.clone())
+        .and_then(|c| c.leader)
+        .is_some()
 }
