@@ -29,11 +29,16 @@ impl Replication {
     /// Applies the replicas and placement to a stream's configuration.
     pub fn apply(&self, mut c: stream::Config) -> stream::Config {
         c.num_replicas = self.replicas;
-        c.placement = (!self.placement_tags.is_empty()).then(|| stream::Placement {
+        c.placement = self.placement();
+        c
+    }
+
+    /// The placement the tags ask for (none without tags).
+    fn placement(&self) -> Option<stream::Placement> {
+        (!self.placement_tags.is_empty()).then(|| stream::Placement {
             cluster: None,
             tags: self.placement_tags.clone(),
-        });
-        c
+        })
     }
 
     /// The same for a key-value bucket.
@@ -42,10 +47,7 @@ impl Replication {
         mut c: async_nats::jetstream::kv::Config,
     ) -> async_nats::jetstream::kv::Config {
         c.num_replicas = self.replicas;
-        c.placement = (!self.placement_tags.is_empty()).then(|| stream::Placement {
-            cluster: None,
-            tags: self.placement_tags.clone(),
-        });
+        c.placement = self.placement();
         c
     }
 
