@@ -27,6 +27,13 @@ export LEDGER_RAZORPAY_KEY_SECRET="${LEDGER_RAZORPAY_KEY_SECRET:-fake_secret}"
 export LEDGER_RAZORPAY_WEBHOOK_SECRET="${LEDGER_RAZORPAY_WEBHOOK_SECRET:-fake_webhook_secret}"
 export LEDGER_FX_USD_INR="${LEDGER_FX_USD_INR:-83.12}"
 mkdir -p .local
+# The key the ledger signs every append and checkpoint with (kept, so what
+# it signed stays verifiable across runs), and its public half for auditors.
+[ -s .local/signing.key ] || ./target/release/ledger audit keys --generate local-1 >.local/signing.key
+LEDGER_SIGNING_KEY="$(cat .local/signing.key)"
+export LEDGER_SIGNING_KEY
+export LEDGER_CHECKPOINT_INTERVAL_S="${LEDGER_CHECKPOINT_INTERVAL_S:-2}"
+./target/release/ledger audit keys >.local/public-keys.json
 # The pages: Checkout's script from the fake, and tokens for the demo
 # account's console and for the operations dashboard (new each run; the
 # session key is kept, so sessions outlive a restart).
@@ -69,6 +76,15 @@ for _ in $(seq 1 100); do
 done
 ./target/release/ledger demo --url "http://$LEDGER_HTTP_ADDR" --fake-razorpay "http://$fake_addr" \
   --account "$account"
+# A signed checkpoint covering the demo, and a proof of the demo account's
+# history in it, checked with the public key alone.
+sleep "$((LEDGER_CHECKPOINT_INTERVAL_S + 2))"
+echo
+echo "The newest signed checkpoint (ledger audit checkpoint):"
+./target/release/ledger audit checkpoint
+./target/release/ledger audit prove --account "$account" --output .local/proof.json
+echo "Its inclusion proof for $account (.local/proof.json), checked with the public key alone:"
+./target/release/ledger audit verify-proof --file .local/proof.json --public-key .local/public-keys.json
 echo
 echo "The ledger is running on http://$LEDGER_HTTP_ADDR (admin token: \$LEDGER_ADMIN_TOKEN),"
 echo "the fake Razorpay on http://$fake_addr."

@@ -48,6 +48,10 @@ pub fn gateway(
     ledger: &Config,
     config: &GatewayConfig,
 ) -> anyhow::Result<Gateway> {
+    // Every top-up event is signed: refuse to start without the key.
+    p.store
+        .signer()
+        .map_err(|_| anyhow::anyhow!("{}", ledger::serve::NO_SIGNING_KEY))?;
     let state = state(p, ledger, config)?;
     let gateway = state.gateway.clone();
     p.route(crate::http::router(state.clone()));

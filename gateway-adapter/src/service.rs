@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use deadpool_postgres::Pool;
 use ledger::config::Secret;
 use ledger::domain::{Catalog, CommandName};
-use ledger::store::{AppendMessage, EventStore, Origin, StoreError, batch, read};
+use ledger::store::{AppendMessage, EventStore, Origin, StoreError, batch};
 use ledger_schemas::views::{RazorpayCheckout, TopupRow, TopupView};
 use ledger_schemas::*;
 use rust_decimal::Decimal;
@@ -241,20 +241,17 @@ impl Gateway {
     }
 
     async fn load(&self, id: Id) -> Result<Option<Loaded>, GatewayError> {
-        let events = read::events_after(
-            self.inner.store.client(),
-            self.inner.store.stream(),
-            &self.subject(id),
-            0,
-            ChainHash::GENESIS,
-        )
-        .await
-        .map_err(|e| match e {
-            StoreError::Corrupt(d) => {
-                GatewayError::internal(format!("the top-up's log is corrupt: {d}"))
-            }
-            other => GatewayError::unavailable(other),
-        })?;
+        let events = self
+            .inner
+            .store
+            .events_after(&self.subject(id), 0, ChainHash::GENESIS)
+            .await
+            .map_err(|e| match e {
+                StoreError::Corrupt(d) => {
+                    GatewayError::internal(format!("the top-up's log is corrupt: {d}"))
+                }
+                other => GatewayError::unavailable(other),
+            })?;
         // Messages the ledger did not write are skipped: the next append
         // expects the subject's last sequence and chains from the last
         // genuine event.
@@ -299,7 +296,12 @@ impl Gateway {
         let envelope = origin.envelope(data, Vec::new(), Timestamp::now());
         let (mut message, _) = AppendMessage::chained(&self.subject(id), &envelope, chain);
         message.expected_last_subject_seq = Some(last_seq);
-        match batch::append(self.inner.store.client(), &[message], REQUEST_TIMEOUT).await {
+        let key = self
+            .inner
+            .store
+            .signer()
+            .map_err(GatewayError::unavailable)?;
+        match batch::append(self.inner.store.client(), &[message], REQUEST_TIMEOUT, key).await {
             Ok(_) => {
                 self.inner
                     .metrics

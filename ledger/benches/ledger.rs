@@ -842,6 +842,7 @@ async fn projector_catch_up(
     admin_url: &str,
     pg: &Postgres,
     stream: &async_nats::jetstream::stream::Stream,
+    trust: &ledger_schemas::signing::Trust,
     name: &str,
 ) -> f64 {
     use ledger_projections::projector::{Projection, Projector};
@@ -861,6 +862,7 @@ async fn projector_catch_up(
             projection: Projection::Accounts,
             database_url: url.clone(),
             stream: stream.clone(),
+            trust: trust.clone(),
             status: Default::default(),
         }
         .run(token.clone()),
@@ -980,6 +982,9 @@ async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Ro
         database_url: pg.url(),
         http_addr: "127.0.0.1:0".into(),
         admin_token: Some(Secret::new("bench")),
+        signing_key: Some(Secret::new(
+            ledger_schemas::signing::SigningKey::generate("bench").unwrap(),
+        )),
         ..Config::default()
     };
     config.limits.commands_in_flight_max = 100_000;
@@ -1160,10 +1165,15 @@ async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Ro
     let stream = js.get_stream("LEDGER").await.unwrap();
     let (events, replay) = ordered_replay(&stream).await;
     let copy = copy_rows(&pg.connection_string_for("postgres"), 200_000).await;
+    let trust = ledger_schemas::signing::Trust {
+        keys: std::sync::Arc::new(config.keys().unwrap().public),
+        checkpoint_subject: config.checkpoint_subject(),
+    };
     let catch_up = projector_catch_up(
         &pg.connection_string_for("postgres"),
         &pg,
         &stream,
+        &trust,
         &format!("catchup_{}", if sync_always { "sync" } else { "default" }),
     )
     .await;
@@ -1171,6 +1181,7 @@ async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Ro
     let report = ledger_projections::rebuild::rebuild(
         &pg.connection_string_for("postgres"),
         &stream,
+        &trust,
         ledger_projections::projector::Projection::Accounts,
         |_, _| {},
     )
@@ -1190,8 +1201,9 @@ async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Ro
         ratio_to_peers: BTreeMap::new(),
     };
     let started = Instant::now();
-    let mut verifier = ledger::audit::Verifier::new("ledger.events");
-    ledger::audit::read_stream(&stream, 1, |r| verifier.check(&r))
+    let mut verifier =
+        ledger::audit::Verifier::new("ledger.events").with_keys((*trust.keys).clone());
+    ledger::audit::read_stream(&stream, 1, None, |r| verifier.check(&r))
         .await
         .unwrap();
     verifier.finish();

@@ -241,6 +241,20 @@ pub struct Config {
     pub usage_stream_name: String,
     pub subject_prefix: String,
     pub limits: Limits,
+    /// The key every append and checkpoint is signed with:
+    /// `<key id>:<base64 of a 32-byte Ed25519 seed>` (make one with
+    /// `ledger audit keys --generate <key id>`). Required by the roles that
+    /// append (command, gateway); processes that only read need none.
+    pub signing_key: Option<Secret>,
+    /// Public keys still trusted besides the signing key's own, as
+    /// `<key id>:<base64 public key>`: after a rotation, the old keys, so
+    /// what they signed stays genuine.
+    pub verify_keys: Vec<String>,
+    /// A signed checkpoint is appended at least this often while events
+    /// arrive (by the process running the key indexer).
+    pub checkpoint_interval_s: u64,
+    /// … and as soon as this many stream messages follow the last one.
+    pub checkpoint_events_max: u64,
     /// The role of each NATS account that imports the command service (its
     /// requests carry `Nats-Request-Info`); deploy/nats/accounts.conf's by
     /// default. A request from another account is refused.
@@ -279,6 +293,10 @@ impl Default for Config {
             stream_sync_unchecked: false,
             command_partitions: 6,
             partition_lease_s: 10,
+            signing_key: None,
+            verify_keys: Vec::new(),
+            checkpoint_interval_s: 60,
+            checkpoint_events_max: 10_000,
             stream_name: "LEDGER".into(),
             usage_stream_name: "LEDGER_USAGE".into(),
             subject_prefix: "ledger".into(),
@@ -318,6 +336,15 @@ impl Config {
             (1..=5).contains(&self.stream_replicas),
             "stream_replicas must be from 1 to 5 (JetStream's limit)"
         );
+        anyhow::ensure!(
+            (1..=86_400).contains(&self.checkpoint_interval_s),
+            "checkpoint_interval_s must be from 1 to 86400"
+        );
+        anyhow::ensure!(
+            self.checkpoint_events_max >= 1,
+            "checkpoint_events_max must be at least 1"
+        );
+        self.keys()?;
         let l = &self.limits;
         anyhow::ensure!(
             (1..=1000).contains(&l.batch_messages_max),
@@ -350,6 +377,29 @@ impl Config {
             self.rate_card.version,
             self.rate_card.unit_prices.clone(),
         )?)
+    }
+
+    /// The signing key and the trusted public keys.
+    pub fn keys(&self) -> anyhow::Result<ledger_schemas::signing::Keys> {
+        use ledger_schemas::signing::{Keys, PublicKey, SigningKey};
+        let signing = self
+            .signing_key
+            .as_ref()
+            .map(|k| SigningKey::parse(k.expose()))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("signing_key: {e}"))?;
+        let verify = self
+            .verify_keys
+            .iter()
+            .map(|k| PublicKey::parse(k))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("verify_keys: {e}"))?;
+        Ok(Keys::new(signing, verify))
+    }
+
+    /// The subject of signed checkpoints on stream `LEDGER`.
+    pub fn checkpoint_subject(&self) -> String {
+        format!("{}.checkpoints", self.subject_prefix)
     }
 
     /// How the ledger's streams are replicated and placed.

@@ -107,11 +107,17 @@ pub async fn connect_db(
     }
 }
 
+/// Why a role that appends will not start without a key.
+pub const NO_SIGNING_KEY: &str = "signing_key is not set: every event the ledger appends is signed. \
+     Make a key with `ledger audit keys --generate <key id>` and set it as signing_key \
+     (LEDGER_SIGNING_KEY)";
+
 /// Opens stream `LEDGER` as the configuration names it.
 pub async fn open_store(client: async_nats::Client, config: &Config) -> anyhow::Result<EventStore> {
     let settings = StreamSettings {
         name: config.stream_name.clone(),
         prefix: format!("{}.events", config.subject_prefix),
+        checkpoint_subject: config.checkpoint_subject(),
         replication: config.replication(),
         ..StreamSettings::default()
     };
@@ -121,7 +127,7 @@ pub async fn open_store(client: async_nats::Client, config: &Config) -> anyhow::
         config.stream_sync_unchecked,
     )
     .await?;
-    EventStore::open(client, settings).await
+    EventStore::open(client, settings, config.keys()?).await
 }
 
 /// A process being assembled: shared connections, routes and tasks.
@@ -308,10 +314,16 @@ impl Process {
 /// The command role: commands over NATS and HTTP, the usage intake, the
 /// key indexer, and reservation expiry with idempotency-key retention.
 pub async fn command(p: &mut Process, config: &Config) -> anyhow::Result<()> {
+    let key = p
+        .store
+        .signer()
+        .map_err(|_| anyhow::anyhow!("{}", NO_SIGNING_KEY))?
+        .clone();
     let appends = connect_nats(config).await?;
     let engine = Engine::new(
         p.store.clone(),
         appends,
+        key.clone(),
         p.pool.clone(),
         config.catalog()?,
         config.limits.clone(),
@@ -357,7 +369,13 @@ pub async fn command(p: &mut Process, config: &Config) -> anyhow::Result<()> {
     let e = engine.clone();
     p.spawn(async move { intake::run(e, intake_settings, token.cancelled_owned()).await });
 
-    let indexer = engine.indexer(&config.database_url, config.key_indexer);
+    let checkpoints = crate::engine::checkpointer::CheckpointSettings {
+        key,
+        subject: config.checkpoint_subject(),
+        interval: Duration::from_secs(config.checkpoint_interval_s),
+        events_max: config.checkpoint_events_max,
+    };
+    let indexer = engine.indexer(&config.database_url, config.key_indexer, Some(checkpoints));
     let token = p.shutdown.clone();
     p.spawn(async move { indexer.run(token).await });
 
@@ -383,6 +401,7 @@ pub fn projections(p: &mut Process, config: &Config) {
             projection,
             database_url: config.database_url.clone(),
             stream: p.store.stream().clone(),
+            trust: p.store.trust(),
             status: board.clone(),
         };
         let token = p.shutdown.clone();
@@ -455,6 +474,7 @@ pub async fn rebuild(
         let report = ledger_projections::rebuild::rebuild(
             &config.database_url,
             store.stream(),
+            &store.trust(),
             p,
             |done, head| tracing::info!(projection = p.name(), done, head, "rebuilding"),
         )

@@ -218,6 +218,13 @@ proptest! {
         msg_id in proptest::option::of(".{0,40}"),
         kind in proptest::option::of("[a-z_]{0,20}"),
     ) {
+        // Signature headers as a hostile publisher may write them.
+        let text = String::from_utf8_lossy(&payload).into_owned();
+        let _ = ledger_schemas::signing::parse_position(&text);
+        let keys = ledger_schemas::signing::PublicKeys::default();
+        let _ = ledger_schemas::signing::open_seal(&keys, 3, Some(&text), Some(&text));
+        let _ = ledger_schemas::signing::PublicKeys::parse_document(&text);
+        let _ = serde_json::from_slice::<ledger_schemas::checkpoint::Proof>(&payload);
         for payload in [payload, serde_json::to_vec(&value).unwrap()] {
             let m = genuine::Message {
                 subject: "ledger.events.acct.acme",
@@ -225,6 +232,7 @@ proptest! {
                 event_type: kind.as_deref(),
                 chain: chain.as_deref(),
                 payload: &payload,
+                signature: genuine::Signature::Verified,
             };
             let _ = genuine::judge(&m, &ChainHash::GENESIS);
             let _ = ledger_projections::fold::decode(1, &payload);

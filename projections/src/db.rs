@@ -43,6 +43,18 @@ pub async fn try_advisory_lock(
 
 /// A pool for `url` (a `postgres://` URL or a `key=value` string, with
 /// libpq's `sslmode` and `sslrootcert`: see [`crate::pg`]).
+/// A read-only transaction that sees one snapshot throughout.
+pub async fn snapshot(
+    client: &mut tokio_postgres::Client,
+) -> Result<tokio_postgres::Transaction<'_>, tokio_postgres::Error> {
+    client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+}
+
 pub fn pool(url: &str) -> anyhow::Result<Pool> {
     let target = crate::pg::Target::parse(url)?;
     let manager = Manager::from_config(

@@ -19,6 +19,7 @@ use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::stream::Stream;
 use futures::StreamExt;
 use ledger_schemas::EventEnvelope;
+use ledger_schemas::signing::{Gate, Seal, Sealable, Trust};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{self, Tables};
@@ -208,6 +209,8 @@ pub struct Projector {
     /// A connection string for the leader's own connection.
     pub database_url: String,
     pub stream: Stream,
+    /// The keys the ledger's appends are signed by.
+    pub trust: Trust,
     pub status: StatusBoard,
 }
 
@@ -309,6 +312,10 @@ impl Projector {
                     Some(d) => d,
                     None => fold::decode(raw.seq, &raw.payload),
                 };
+                if raw.is_checkpoint() {
+                    last = raw.seq;
+                    continue;
+                }
                 match sifter.verdict(&raw.message(), decoded) {
                     Verdict::Genuine(chain, event) => {
                         sifter.keep(raw.seq, &raw.subject, chain);
@@ -374,7 +381,7 @@ impl Projector {
 
     /// Starts reading the stream after `position`, ahead of the batches.
     async fn open(&self, position: u64) -> Result<Reader, Stop> {
-        Reader::open_decoded(&self.stream, position + 1)
+        Reader::open_decoded(&self.stream, position + 1, &self.trust)
             .await
             .map_err(|e| Stop::Passing(anyhow::anyhow!(e)))
     }
@@ -389,12 +396,36 @@ pub struct Raw {
     pub payload: bytes::Bytes,
     /// The payload decoded, when the reader decodes ahead.
     pub event: Option<Result<EventEnvelope, FoldError>>,
+    /// What its append's signature says of it.
+    pub seal: Seal,
 }
 
 impl Raw {
     /// The fields a reader judges it by.
     pub fn message(&self) -> ledger_schemas::genuine::Message<'_> {
-        crate::sift::message(&self.subject, self.headers.as_ref(), &self.payload)
+        crate::sift::message(
+            &self.subject,
+            self.headers.as_ref(),
+            &self.payload,
+            crate::sift::signature(&self.seal),
+        )
+    }
+
+    /// A checkpoint, not an event: readers pass over it.
+    pub fn is_checkpoint(&self) -> bool {
+        self.seal == Seal::Checkpoint
+    }
+}
+
+impl Sealable for Raw {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn subject(&self) -> &str {
+        &self.subject
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.as_ref()?.get(name).map(|v| v.as_str())
     }
 }
 
@@ -406,21 +437,42 @@ pub struct Reader {
 }
 
 impl Reader {
-    /// Starts reading at stream seq `start`.
-    pub async fn open(stream: &Stream, start: u64) -> Result<Reader, async_nats::Error> {
-        Self::start(stream, start, false).await
+    /// Starts reading at stream seq `start`, each append's messages held
+    /// until its last one shows whether its signature covers them
+    /// ([`Raw::seal`]). With `until` (the stream's head when the caller
+    /// began), what is still held once `until` is read is released as
+    /// unsigned: no message of a stored append comes after the head.
+    pub async fn open(
+        stream: &Stream,
+        start: u64,
+        trust: &Trust,
+        until: Option<u64>,
+    ) -> Result<Reader, async_nats::Error> {
+        Self::start(stream, start, trust, until, false).await
     }
 
     /// The same, decoding each payload as it reads ([`Raw::event`]), on
     /// the reader's task, ahead of the caller.
-    pub async fn open_decoded(stream: &Stream, start: u64) -> Result<Reader, async_nats::Error> {
-        Self::start(stream, start, true).await
+    pub async fn open_decoded(
+        stream: &Stream,
+        start: u64,
+        trust: &Trust,
+    ) -> Result<Reader, async_nats::Error> {
+        Self::start(stream, start, trust, None, true).await
     }
 
-    async fn start(stream: &Stream, start: u64, decode: bool) -> Result<Reader, async_nats::Error> {
+    async fn start(
+        stream: &Stream,
+        start: u64,
+        trust: &Trust,
+        until: Option<u64>,
+        decode: bool,
+    ) -> Result<Reader, async_nats::Error> {
         let mut messages = ordered_from(stream, start, None).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(BATCH_EVENTS_MAX * 2);
+        let mut gate = Gate::new(trust);
         let task = tokio::spawn(async move {
+            let mut released = Vec::new();
             while let Some(next) = messages.next().await {
                 let item = next.map_err(|e| e.to_string()).and_then(|m| {
                     let seq = m.info().map_err(|e| e.to_string())?.stream_sequence;
@@ -432,11 +484,26 @@ impl Reader {
                         headers: m.headers,
                         payload: m.payload,
                         event,
+                        seal: Seal::Checkpoint,
                     })
                 });
-                let failed = item.is_err();
-                if tx.send(item).await.is_err() || failed {
-                    return;
+                let raw = match item {
+                    Ok(raw) => raw,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                let at_end = until.is_some_and(|u| raw.seq >= u);
+                gate.push(raw, &mut released);
+                if at_end {
+                    gate.finish(&mut released);
+                }
+                for (mut raw, seal) in released.drain(..) {
+                    raw.seal = seal;
+                    if tx.send(Ok(raw)).await.is_err() {
+                        return;
+                    }
                 }
             }
         });

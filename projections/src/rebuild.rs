@@ -14,6 +14,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use async_nats::jetstream::stream::Stream;
 use ledger_schemas::EventEnvelope;
+use ledger_schemas::signing::Trust;
 
 use crate::db::{self, Tables};
 use crate::fold;
@@ -35,6 +36,7 @@ pub struct Report {
 pub async fn rebuild(
     database_url: &str,
     stream: &Stream,
+    trust: &Trust,
     projection: Projection,
     mut progress: impl FnMut(u64, u64),
 ) -> anyhow::Result<Report> {
@@ -61,7 +63,7 @@ pub async fn rebuild(
     if head > 0 {
         events += fold_range(
             &mut client,
-            stream,
+            (stream, trust),
             (&mut state, &mut sifter),
             &shadow,
             (0, head),
@@ -86,7 +88,7 @@ pub async fn rebuild(
     if live_checkpoint > position {
         events += fold_range(
             &mut InTransaction(&tx),
-            stream,
+            (stream, trust),
             (&mut state, &mut sifter),
             &shadow,
             (position, live_checkpoint),
@@ -120,13 +122,13 @@ pub async fn rebuild(
 /// batch is folded and written.
 async fn fold_range(
     c: &mut impl Transactional,
-    stream: &Stream,
+    (stream, trust): (&Stream, &Trust),
     (state, sifter): (&mut State, &mut Sifter),
     tables: &Tables,
     (after, until): (u64, u64),
     progress: &mut impl FnMut(u64, u64),
 ) -> anyhow::Result<u64> {
-    let reader = crate::projector::Reader::open(stream, after + 1)
+    let reader = crate::projector::Reader::open(stream, after + 1, trust, Some(until))
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
     let (tx, mut rx) = tokio::sync::mpsc::channel(2);
@@ -177,6 +179,9 @@ async fn decode_ahead(
         seq = next.seq;
         if seq > until {
             break;
+        }
+        if next.is_checkpoint() {
+            continue;
         }
         match sifter.verdict(&next.message(), fold::decode(seq, &next.payload)) {
             Verdict::Genuine(chain, event) => {

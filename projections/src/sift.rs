@@ -12,17 +12,20 @@ use async_nats::HeaderMap;
 use ledger_schemas::{ChainHash, EventEnvelope};
 
 use crate::fold::FoldError;
-use ledger_schemas::genuine::{self, Message};
+use ledger_schemas::genuine::{self, Message, Signature};
+use ledger_schemas::signing::Seal;
 use tokio_postgres::GenericClient;
 
 /// Heads cached at most; past it the cache starts over from the table.
 pub const HEADS_CACHED_MAX: usize = 500_000;
 
-/// A message's fields from its NATS headers.
+/// A message's fields from its NATS headers, with what its append's
+/// signature says of it.
 pub fn message<'a>(
     subject: &'a str,
     headers: Option<&'a HeaderMap>,
     payload: &'a [u8],
+    signature: Signature<'a>,
 ) -> Message<'a> {
     let get = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
     Message {
@@ -31,6 +34,16 @@ pub fn message<'a>(
         event_type: get(genuine::EVENT_TYPE_HEADER),
         chain: get(ledger_schemas::CHAIN_HEADER),
         payload,
+        signature,
+    }
+}
+
+/// The signature verdict a stream-order reader's [`Seal`] gives.
+pub fn signature(seal: &Seal) -> Signature<'_> {
+    match seal {
+        Seal::Signed => Signature::Verified,
+        Seal::Unsigned(why) => Signature::Missing(why),
+        Seal::Checkpoint => Signature::Missing("a checkpoint, not an event"),
     }
 }
 

@@ -31,13 +31,39 @@ pub struct Message<'a> {
     pub event_type: Option<&'a str>,
     pub chain: Option<&'a str>,
     pub payload: &'a [u8],
+    /// What the reader found of its append's signature
+    /// ([`crate::signing`]).
+    pub signature: Signature<'a>,
+}
+
+/// Whether a signature of the ledger covers a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signature<'a> {
+    /// Its append's signature verifies and covers it.
+    Verified,
+    /// None covers it: why.
+    Missing(&'a str),
+    /// The reader does not check signatures (an auditor without the
+    /// public keys); the chain and envelope rules still apply.
+    NotChecked,
+}
+
+/// Refuses a message no signature covers.
+fn signed(m: &Message<'_>) -> Result<(), Foreign> {
+    match m.signature {
+        Signature::Missing(why) => Err(Foreign {
+            rule: "signature",
+            reason: format!("not signed by the ledger: {why}"),
+        }),
+        Signature::Verified | Signature::NotChecked => Ok(()),
+    }
 }
 
 /// Why a message is not one the ledger wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Foreign {
-    /// The rule it breaks, as `ledger audit verify` names it: `chain`,
-    /// `envelope`, `header` or `subject`.
+    /// The rule it breaks, as `ledger audit verify` names it: `signature`,
+    /// `chain`, `envelope`, `header` or `subject`.
     pub rule: &'static str,
     pub reason: String,
 }
@@ -159,6 +185,7 @@ pub fn judge(m: &Message<'_>, previous: &ChainHash) -> Result<ChainHash, Foreign
     })?;
     let topup = head.data.as_ref().and_then(|d| d.topup_id.as_deref());
     agrees(m, &head.event_id, &head.kind, &head.account_id, topup)?;
+    signed(m)?;
     Ok(chain)
 }
 
@@ -178,6 +205,7 @@ pub fn judge_event(
         envelope.account_id.as_str(),
         topup.as_deref(),
     )?;
+    signed(m)?;
     Ok(chain)
 }
 
@@ -200,6 +228,7 @@ mod tests {
             event_type: Some("credits_granted"),
             chain: Some(chain),
             payload: body.as_bytes(),
+            signature: Signature::Verified,
         }
     }
 
@@ -218,6 +247,11 @@ mod tests {
         let ok = genuine(&body, &chain);
         let reason = |m: Message<'_>| judge(&m, &ChainHash::GENESIS).unwrap_err().to_string();
         assert!(reason(Message { chain: None, ..ok }).contains("no Ledger-Chain"));
+        let unsigned = Message {
+            signature: Signature::Missing("no header"),
+            ..ok
+        };
+        assert!(reason(unsigned).starts_with("signature: not signed"));
         let other = ChainHash::GENESIS.next(b"x").to_hex();
         assert!(
             reason(Message {
@@ -276,6 +310,7 @@ mod tests {
             event_type: Some("topup_quoted"),
             chain: Some(&chain),
             payload: body.as_bytes(),
+            signature: Signature::Verified,
         };
         assert!(judge(&m, &ChainHash::GENESIS).is_ok());
         let wrong = Message {

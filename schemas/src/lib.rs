@@ -12,13 +12,16 @@
 //! refusal names the value and the rule it broke.
 
 pub mod chain;
+pub mod checkpoint;
 pub mod command;
 pub mod error;
 pub mod event;
 pub mod genuine;
 pub mod hash;
 pub mod json_schema;
+pub mod merkle;
 pub mod pattern;
+pub mod signing;
 pub mod time;
 pub mod topup;
 pub mod usage;

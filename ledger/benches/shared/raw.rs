@@ -56,14 +56,22 @@ pub async fn raw_batches(
             expected_last_subject_seq: None,
         })
         .collect();
+    // Signed as the ledger signs its appends, so the limit bears that cost too.
+    let key = Arc::new(
+        ledger_schemas::signing::SigningKey::parse(
+            &ledger_schemas::signing::SigningKey::generate("raw").unwrap(),
+        )
+        .unwrap(),
+    );
     let started = Instant::now();
     let sem = Arc::new(tokio::sync::Semaphore::new(8));
     let mut tasks = Vec::new();
     for chunk in messages.chunks(1000).map(|c| c.to_vec()) {
         let permit = sem.clone().acquire_owned().await.unwrap();
         let client = client.clone();
+        let key = key.clone();
         tasks.push(tokio::spawn(async move {
-            batch::append(&client, &chunk, Duration::from_secs(30))
+            batch::append(&client, &chunk, Duration::from_secs(30), &key)
                 .await
                 .unwrap();
             drop(permit);

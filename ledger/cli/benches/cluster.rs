@@ -35,6 +35,9 @@ use futures::stream::FuturesUnordered;
 use ledger_testkit::{NatsCluster, NatsOptions, Postgres};
 use serde_json::json;
 
+/// The benchmark's signing key (a fixed seed).
+const SIGNING_KEY: &str = "bench-1:CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=";
+
 struct Args {
     accounts: usize,
     commands: usize,
@@ -110,6 +113,7 @@ fn spawn_ledger(nats: &NatsCluster, pg: &Postgres) -> tokio::process::Child {
         .env("LEDGER_NATS_URL", nats.urls())
         .env("LEDGER_NATS_USER", "ledger")
         .env("LEDGER_NATS_PASSWORD", "ledger-dev")
+        .env("LEDGER_SIGNING_KEY", SIGNING_KEY)
         .env(
             "LEDGER_DATABASE_URL",
             format!("postgres://ledger@127.0.0.1:{}/ledger", pg.port()),

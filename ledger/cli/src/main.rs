@@ -90,6 +90,45 @@ enum AuditCmd {
         /// Skip the comparison with the read models in PostgreSQL.
         #[arg(long)]
         no_read_models: bool,
+        /// A public key to check signatures and checkpoints by: a file
+        /// (`ledger audit keys` output, or `<key id>:<base64>` lines) or the
+        /// key itself. Repeatable. Checking the stream, the configured keys
+        /// are used as well.
+        #[arg(long = "public-key")]
+        public_keys: Vec<String>,
+        /// A signed checkpoint (JSON, as `ledger audit checkpoint` prints
+        /// it) the log must reach and agree with: a cut tail, a missing
+        /// aggregate or a rewritten history is then found.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+    },
+    /// The public keys of the configuration (JSON), or a new signing key.
+    Keys {
+        /// Print a new signing key with this id instead (`signing_key`).
+        #[arg(long)]
+        generate: Option<String>,
+    },
+    /// The newest signed checkpoint on the stream (JSON).
+    Checkpoint,
+    /// An inclusion proof of an account's history in a signed checkpoint:
+    /// its events, the balances they add up to, the Merkle path (JSON).
+    Prove {
+        #[arg(long)]
+        account: String,
+        /// The newest checkpoint at or before this stream seq.
+        #[arg(long)]
+        as_of_seq: Option<u64>,
+        #[arg(long = "public-key")]
+        public_keys: Vec<String>,
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Checks an inclusion proof with the public keys alone.
+    VerifyProof {
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long = "public-key", required = true)]
+        public_keys: Vec<String>,
     },
     /// Balances per bucket as of a time, from the log alone (JSON).
     Replay {
@@ -220,15 +259,51 @@ async fn read_stream(config: &Config) -> anyhow::Result<async_nats::jetstream::s
         .with_context(|| format!("opening stream {}", config.stream_name))
 }
 
+/// Public keys from `--public-key` values: files, or the keys themselves.
+fn public_keys_of(args: &[String]) -> anyhow::Result<Vec<ledger_schemas::signing::PublicKey>> {
+    let mut out = Vec::new();
+    for a in args {
+        let path = std::path::Path::new(a);
+        let text = if path.exists() {
+            std::fs::read_to_string(path)?
+        } else {
+            a.clone()
+        };
+        let keys = ledger_schemas::signing::PublicKeys::parse_document(&text)
+            .map_err(|e| anyhow::anyhow!("--public-key {a}: {e}"))?;
+        out.extend(keys.all().into_iter().cloned());
+    }
+    Ok(out)
+}
+
 async fn audit(config: Config, command: AuditCmd) -> anyhow::Result<std::process::ExitCode> {
     let prefix = format!("{}.events", config.subject_prefix);
     match command {
         AuditCmd::Verify {
             file,
             no_read_models,
+            public_keys,
+            checkpoint,
         } => {
             let started = std::time::Instant::now();
+            let mut keys = public_keys_of(&public_keys)?;
+            if file.is_none() {
+                keys.extend(config.keys()?.public.all().into_iter().cloned());
+            }
+            let keys = ledger_schemas::signing::PublicKeys::new(keys);
             let mut verifier = ledger::audit::Verifier::new(&prefix);
+            if !keys.is_empty() {
+                verifier = verifier.with_keys(keys.clone());
+            }
+            if let Some(path) = &checkpoint {
+                let c: ledger_schemas::checkpoint::Checkpoint =
+                    serde_json::from_slice(&std::fs::read(path)?)
+                        .with_context(|| format!("{} is not a checkpoint", path.display()))?;
+                anyhow::ensure!(!keys.is_empty(), "--checkpoint needs --public-key");
+                c.verify(&keys)
+                    .map_err(|e| anyhow::anyhow!("the checkpoint {}: {e}", path.display()))?;
+                verifier.expect_checkpoint(c);
+            }
             let mut checked_at = None;
             match &file {
                 Some(path) => {
@@ -245,7 +320,7 @@ async fn audit(config: Config, command: AuditCmd) -> anyhow::Result<std::process
                         checked_at = Some(at);
                     }
                     let stream = read_stream(&config).await?;
-                    ledger::audit::read_stream(&stream, 1, |r| verifier.check(&r)).await?;
+                    ledger::audit::read_stream(&stream, 1, None, |r| verifier.check(&r)).await?;
                 }
             }
             verifier.finish();
@@ -278,11 +353,97 @@ async fn audit(config: Config, command: AuditCmd) -> anyhow::Result<std::process
                     None => String::new(),
                 }
             );
+            match (&verifier.covered, verifier.signatures_checked()) {
+                (Some(c), _) => println!(
+                    "covered by the signed checkpoint at stream seq {} (key {}, root {}): \
+                     complete and genuine up to it",
+                    c.seq,
+                    c.key_id.as_deref().unwrap_or("not checked"),
+                    c.root
+                ),
+                (None, true) => println!("no signed checkpoint covers what was verified"),
+                (None, false) => println!(
+                    "signatures and checkpoints not checked: give --public-key to check them"
+                ),
+            }
             Ok(if summary.findings == 0 {
                 std::process::ExitCode::SUCCESS
             } else {
                 std::process::ExitCode::from(1)
             })
+        }
+        AuditCmd::Keys { generate } => {
+            match generate {
+                Some(id) => println!(
+                    "{}",
+                    ledger_schemas::signing::SigningKey::generate(&id)
+                        .map_err(|e| anyhow::anyhow!(e))?
+                ),
+                None => {
+                    let keys = config.keys()?;
+                    let list: Vec<_> = keys.public.all().iter().map(|k| k.to_json()).collect();
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&serde_json::json!({"keys": list}))?
+                    );
+                }
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        AuditCmd::Checkpoint => {
+            let stream = read_stream(&config).await?;
+            let all = ledger::audit::checkpoints(&stream, &config.checkpoint_subject()).await?;
+            let (_, newest) = all
+                .into_iter()
+                .next_back()
+                .ok_or_else(|| anyhow::anyhow!("no checkpoint on the stream yet"))?;
+            println!("{}", serde_json::to_string_pretty(&newest)?);
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        AuditCmd::Prove {
+            account,
+            as_of_seq,
+            public_keys,
+            output,
+        } => {
+            let account = ledger_schemas::AccountId::parse(&account)?;
+            let mut keys = public_keys_of(&public_keys)?;
+            keys.extend(config.keys()?.public.all().into_iter().cloned());
+            let keys = ledger_schemas::signing::PublicKeys::new(keys);
+            anyhow::ensure!(!keys.is_empty(), "no public key: give --public-key");
+            let stream = read_stream(&config).await?;
+            let proof = ledger::audit::prove(&stream, &prefix, &keys, &account, as_of_seq).await?;
+            let text = serde_json::to_string_pretty(&proof)?;
+            match output {
+                Some(path) => std::fs::write(&path, text + "\n")?,
+                None => println!("{text}"),
+            }
+            eprintln!(
+                "proof of {} events of account {account} in the checkpoint at stream seq {}",
+                proof.events.len(),
+                proof.checkpoint.seq
+            );
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        AuditCmd::VerifyProof { file, public_keys } => {
+            let keys = ledger_schemas::signing::PublicKeys::new(public_keys_of(&public_keys)?);
+            let proof: ledger_schemas::checkpoint::Proof =
+                serde_json::from_slice(&std::fs::read(&file)?)
+                    .with_context(|| format!("{} is not a proof", file.display()))?;
+            match proof.verify(&keys) {
+                Ok(proven) => {
+                    println!("{}", serde_json::to_string_pretty(&proven)?);
+                    println!(
+                        "proof verified: account {} as of stream seq {}, signed by key {}",
+                        proven.account_id, proven.checkpoint_seq, proven.key_id
+                    );
+                    Ok(std::process::ExitCode::SUCCESS)
+                }
+                Err(why) => {
+                    println!("proof refused: {why}");
+                    Ok(std::process::ExitCode::from(1))
+                }
+            }
         }
         AuditCmd::Replay { as_of, account } => {
             let as_of = ledger_schemas::Timestamp::parse(&as_of)?;

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::stream::Stream;
 use futures::StreamExt;
+use ledger_schemas::checkpoint;
+use ledger_schemas::signing;
 use ledger_schemas::*;
 
 pub use verify::{Finding, Record, Verifier};
@@ -64,13 +66,16 @@ fn header(m: &async_nats::HeaderMap, name: &str) -> Option<String> {
     m.get(name).map(|v| v.as_str().to_owned())
 }
 
-/// Reads the stream from `from_seq` to its head at the start, in order.
+/// Reads the stream from `from_seq` to its head at the start (or to
+/// `until`, when before it), in order.
 pub async fn read_stream(
     stream: &Stream,
     from_seq: u64,
+    until: Option<u64>,
     mut visit: impl FnMut(Record),
 ) -> anyhow::Result<u64> {
     let head = stream.clone().info().await?.state.last_sequence;
+    let head = until.map_or(head, |u| u.min(head));
     if head < from_seq.max(1) {
         return Ok(head);
     }
@@ -94,6 +99,9 @@ pub async fn read_stream(
                     event_type: header(&h, crate::store::batch::HEADER_EVENT_TYPE),
                     chain: header(&h, CHAIN_HEADER),
                     payload: String::from_utf8_lossy(&m.payload).into_owned(),
+                    batch: header(&h, signing::BATCH_HEADER),
+                    heads: header(&h, signing::HEADS_HEADER),
+                    signature: header(&h, signing::SIGNATURE_HEADER),
                 })
             });
             let last = record.as_ref().map_or(true, |r| r.seq >= head);
@@ -135,7 +143,7 @@ pub async fn export(
     let mut failed = None;
     match format {
         Format::Jsonl => {
-            read_stream(stream, from_seq, |r| {
+            read_stream(stream, from_seq, None, |r| {
                 if failed.is_none() {
                     let line = serde_json::to_string(&r).expect("records serialise");
                     if let Err(e) = writeln!(out, "{line}") {
@@ -148,7 +156,7 @@ pub async fn export(
         }
         Format::Csv => {
             let mut w = csv::Writer::from_writer(out);
-            read_stream(stream, from_seq, |r| {
+            read_stream(stream, from_seq, None, |r| {
                 if failed.is_none() {
                     if let Err(e) = w.serialize(&r) {
                         failed = Some(std::io::Error::other(e));
@@ -208,12 +216,7 @@ pub fn read_export(path: &std::path::Path, mut visit: impl FnMut(Record)) -> any
 /// Read-model balances and the stream seq they reflect, read consistently.
 pub async fn read_models(database_url: &str) -> anyhow::Result<(u64, verify::ReadModelRows)> {
     let (mut client, _connection) = ledger_projections::pg::connect(database_url).await?;
-    let tx = client
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
+    let tx = ledger_projections::db::snapshot(&mut client).await?;
     let at: i64 = tx
         .query_opt(
             "SELECT stream_seq FROM ledger.projection_checkpoints WHERE projection = 'accounts'",
@@ -257,7 +260,7 @@ pub async fn replay_as_of(
     let mut accounts: BTreeMap<AccountId, crate::domain::Account> = BTreeMap::new();
     let mut last_seq = 0;
     let mut bad = None;
-    read_stream(stream, 1, |r| {
+    read_stream(stream, 1, None, |r| {
         if bad.is_some() || !r.subject.starts_with(&format!("{prefix}.acct.")) {
             return;
         }
@@ -297,4 +300,111 @@ pub async fn replay_as_of(
         })
         .collect();
     Ok(serde_json::json!({"as_of": as_of, "stream_seq": last_seq, "accounts": body}))
+}
+
+/// The checkpoints on `subject`, oldest first, each with its own stream seq.
+pub async fn checkpoints(
+    stream: &Stream,
+    subject: &str,
+) -> anyhow::Result<Vec<(u64, checkpoint::Checkpoint)>> {
+    use async_nats::jetstream::stream::DirectGetErrorKind;
+    let last = match stream.direct_get_last_for_subject(subject).await {
+        Ok(m) => m.sequence,
+        Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut messages = ledger_projections::projector::ordered_from(stream, 1, Some(subject))
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let mut out = Vec::new();
+    while let Some(m) = messages.next().await {
+        let m = m.map_err(|e| anyhow::anyhow!(e))?;
+        let seq = m
+            .info()
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .stream_sequence;
+        match serde_json::from_slice(&m.payload) {
+            Ok(c) => out.push((seq, c)),
+            Err(e) => tracing::warn!(seq, error = %e, "an unreadable checkpoint is skipped"),
+        }
+        if seq >= last {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// An inclusion proof of `account`'s history in the newest checkpoint
+/// (at or before stream seq `as_of_seq`, when given) that `keys` verify:
+/// the log is read from its start up to the checkpoint, every append's
+/// signature checked, and the heads must give the checkpoint's root.
+pub async fn prove(
+    stream: &Stream,
+    prefix: &str,
+    keys: &signing::PublicKeys,
+    account: &AccountId,
+    as_of_seq: Option<u64>,
+) -> anyhow::Result<checkpoint::Proof> {
+    let mut verifier = Verifier::new(prefix).with_keys(keys.clone());
+    let subject = format!("{prefix}.acct.{account}");
+    let all = checkpoints(stream, verifier.checkpoint_subject()).await?;
+    let chosen = all
+        .into_iter()
+        .rev()
+        .find(|(_, c)| as_of_seq.is_none_or(|n| c.seq <= n) && c.verify(keys).is_ok())
+        .map(|(_, c)| c)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no checkpoint{} verifies under the keys given (one is appended every \
+                 checkpoint_interval_s while events arrive)",
+                as_of_seq
+                    .map(|n| format!(" at or before stream seq {n}"))
+                    .unwrap_or_default()
+            )
+        })?;
+    verifier.collect(subject.clone());
+    read_stream(stream, 1, Some(chosen.seq), |r| verifier.check(&r)).await?;
+    verifier.finish();
+    let (leaves, root) = checkpoint::tree(verifier.heads_at(chosen.seq));
+    anyhow::ensure!(
+        hex::encode(root) == chosen.root,
+        "the log up to stream seq {} does not give the checkpoint's root ({} aggregates, \
+         signed {}): run `ledger audit verify`",
+        chosen.seq,
+        leaves.len(),
+        chosen.aggregates
+    );
+    let index = leaves
+        .iter()
+        .position(|l| l.subject == subject)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "account {account} has no events up to stream seq {}",
+                chosen.seq
+            )
+        })?;
+    let hashes: Vec<_> = leaves.iter().map(checkpoint::Leaf::hash).collect();
+    let path = ledger_schemas::merkle::path(index, &hashes)
+        .iter()
+        .map(hex::encode)
+        .collect();
+    let events: Vec<String> = verifier.collected.iter().map(|(_, p)| p.clone()).collect();
+    let envelopes = events
+        .iter()
+        .map(|e| serde_json::from_str::<EventEnvelope>(e))
+        .collect::<Result<Vec<_>, _>>()?;
+    let balances = checkpoint::balances_from_postings(account.as_str(), &envelopes)
+        .into_iter()
+        .map(|(b, v)| (b, v.normalize().to_string()))
+        .collect();
+    Ok(checkpoint::Proof {
+        version: 1,
+        account_id: account.to_string(),
+        leaf: leaves[index].clone(),
+        index: index as u64,
+        path,
+        events,
+        balances,
+        checkpoint: chosen,
+    })
 }

@@ -3,7 +3,11 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use std::sync::Arc;
+
+use ledger_schemas::checkpoint::{self, Checkpoint, Leaf};
 use ledger_schemas::genuine;
+use ledger_schemas::signing::{self, Gate, PublicKeys, Seal, Sealable, Trust};
 use ledger_schemas::*;
 use rust_decimal::Decimal;
 
@@ -22,19 +26,55 @@ pub struct Record {
     pub chain: Option<String>,
     /// The message body exactly as stored (the chain hashes these bytes).
     pub payload: String,
+    /// `Ledger-Batch`: the message's position in its signed append.
+    #[serde(default)]
+    pub batch: Option<String>,
+    /// `Ledger-Heads` and `Ledger-Signature`, on an append's last message.
+    #[serde(default)]
+    pub heads: Option<String>,
+    #[serde(default)]
+    pub signature: Option<String>,
 }
 
 impl Record {
-    /// The fields a reader judges it by.
-    pub fn message(&self) -> genuine::Message<'_> {
+    /// The fields a reader judges it by, with what its append's signature
+    /// says of it.
+    pub fn message<'a>(&'a self, signature: genuine::Signature<'a>) -> genuine::Message<'a> {
         genuine::Message {
             subject: &self.subject,
             msg_id: self.msg_id.as_deref(),
             event_type: self.event_type.as_deref(),
             chain: self.chain.as_deref(),
             payload: self.payload.as_bytes(),
+            signature,
         }
     }
+}
+
+impl Sealable for Record {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn subject(&self) -> &str {
+        &self.subject
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        match name {
+            signing::BATCH_HEADER => self.batch.as_deref(),
+            signing::HEADS_HEADER => self.heads.as_deref(),
+            signing::SIGNATURE_HEADER => self.signature.as_deref(),
+            CHAIN_HEADER => self.chain.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// The newest checkpoint a verification checked, and by which key.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Covered {
+    pub seq: u64,
+    pub key_id: Option<String>,
+    pub root: String,
 }
 
 /// A rule the log breaks, where.
@@ -52,12 +92,35 @@ pub type ReadModelRows = BTreeMap<(String, String), (Decimal, Decimal)>;
 /// Findings kept at most; past it they are only counted.
 pub const FINDINGS_KEPT_MAX: usize = 10_000;
 
+/// A head moved by the event at a seq: (seq, subject, the head before).
+type HeadMove = (u64, String, Option<(u64, ChainHash)>);
+
 /// Folds records in order and collects what breaks the ledger's rules.
 #[derive(Debug, Default)]
 pub struct Verifier {
     prefix: String,
-    /// Per subject, the chain value of its last genuine event.
+    /// Per subject, the chain value of its last genuine event, and its seq.
     chains: HashMap<String, ChainHash>,
+    head_seqs: HashMap<String, u64>,
+    /// Head moves since the last checkpoint's sequence, to see the heads
+    /// as of a checkpoint read after them: (seq, subject, the head before).
+    undo: Vec<HeadMove>,
+    /// Signature checks, when the public keys are known.
+    gate: Option<Gate<Record>>,
+    keys: Option<Arc<PublicKeys>>,
+    checkpoint_subject: String,
+    /// The last checkpoint met in the log, and one given from outside that
+    /// the log must reach and agree with.
+    last_checkpoint: Option<Checkpoint>,
+    expected: Option<Checkpoint>,
+    /// The newest checkpoint the log was found to agree with.
+    pub covered: Option<Covered>,
+    pub checkpoints: u64,
+    /// The first record's seq.
+    first_seq: Option<u64>,
+    /// Genuine events kept, of one subject (for an inclusion proof).
+    collect: Option<String>,
+    pub collected: Vec<(u64, String)>,
     /// Per subject, the stored chain value of a message that broke the
     /// chain just before (an event altered in an export links on from it).
     altered: HashMap<String, ChainHash>,
@@ -93,12 +156,44 @@ fn is_usage(data: &EventData) -> bool {
 }
 
 impl Verifier {
-    /// `prefix` is the events' subject prefix (`ledger.events`).
+    /// `prefix` is the events' subject prefix (`ledger.events`); without
+    /// keys ([`Verifier::with_keys`]) signatures are not checked.
     pub fn new(prefix: &str) -> Self {
+        let root = prefix.strip_suffix(".events").unwrap_or(prefix);
         Self {
             prefix: prefix.to_owned(),
+            checkpoint_subject: format!("{root}.checkpoints"),
             ..Self::default()
         }
+    }
+
+    /// Checks every append's signature and every checkpoint's with `keys`.
+    pub fn with_keys(mut self, keys: PublicKeys) -> Self {
+        let keys = Arc::new(keys);
+        self.gate = Some(Gate::new(&Trust {
+            keys: keys.clone(),
+            checkpoint_subject: self.checkpoint_subject.clone(),
+        }));
+        self.keys = Some(keys);
+        self
+    }
+
+    /// The log must reach `checkpoint`'s sequence and agree with it.
+    pub fn expect_checkpoint(&mut self, checkpoint: Checkpoint) {
+        self.expected = Some(checkpoint);
+    }
+
+    /// Keeps the genuine events of `subject` as they are met.
+    pub fn collect(&mut self, subject: String) {
+        self.collect = Some(subject);
+    }
+
+    pub fn checkpoint_subject(&self) -> &str {
+        &self.checkpoint_subject
+    }
+
+    pub fn signatures_checked(&self) -> bool {
+        self.keys.is_some()
     }
 
     fn find(&mut self, r: &Record, rule: &'static str, detail: impl Into<String>) {
@@ -124,6 +219,16 @@ impl Verifier {
     }
 
     fn compare_if_reached(&mut self, next_seq: Option<u64>) {
+        let expected_due = match (&self.expected, next_seq) {
+            (Some(c), Some(next)) => next > c.seq,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if expected_due {
+            if let Some(c) = self.expected.take() {
+                self.check_expected(c);
+            }
+        }
         let due = match (&self.compare_at, next_seq) {
             (Some((at, _)), Some(next)) => next > *at,
             (Some(_), None) => true,
@@ -136,8 +241,21 @@ impl Verifier {
         }
     }
 
-    /// Checks one record; records must come in stream order.
+    /// Checks one record; records must come in stream order. With keys, a
+    /// record is checked once its append's last message has been read.
     pub fn check(&mut self, r: &Record) {
+        let Some(gate) = self.gate.as_mut() else {
+            return self.check_sealed(r, None);
+        };
+        let mut released = Vec::new();
+        gate.push(r.clone(), &mut released);
+        for (r, seal) in released {
+            self.check_sealed(&r, Some(seal));
+        }
+    }
+
+    fn check_sealed(&mut self, r: &Record, seal: Option<Seal>) {
+        self.first_seq.get_or_insert(r.seq);
         self.compare_if_reached(Some(r.seq));
         self.events += 1;
         match self.last_seq {
@@ -152,6 +270,16 @@ impl Verifier {
             _ => {}
         }
         self.last_seq = Some(self.last_seq.map_or(r.seq, |l| l.max(r.seq)));
+        if r.subject == self.checkpoint_subject {
+            self.events -= 1;
+            return self.check_checkpoint(r);
+        }
+        let signature = match &seal {
+            None => genuine::Signature::NotChecked,
+            Some(Seal::Signed) => genuine::Signature::Verified,
+            Some(Seal::Unsigned(why)) => genuine::Signature::Missing(why),
+            Some(Seal::Checkpoint) => genuine::Signature::Missing("a checkpoint"),
+        };
 
         // Only the ledger's own events count: a message that does not
         // follow its subject's chain, or whose headers and envelope
@@ -161,7 +289,7 @@ impl Verifier {
             .get(&r.subject)
             .copied()
             .unwrap_or(ChainHash::GENESIS);
-        let m = r.message();
+        let m = r.message(signature);
         let decoded = serde_json::from_str::<EventEnvelope>(&r.payload);
         let judge = |previous: &ChainHash| match &decoded {
             Ok(envelope) => genuine::judge_event(&m, previous, envelope),
@@ -188,8 +316,16 @@ impl Verifier {
                 }
             }
         };
-        self.chains.insert(r.subject.clone(), chain);
+        let before = self
+            .chains
+            .insert(r.subject.clone(), chain)
+            .map(|c| (self.head_seqs.get(&r.subject).copied().unwrap_or(0), c));
+        self.head_seqs.insert(r.subject.clone(), r.seq);
+        self.undo.push((r.seq, r.subject.clone(), before));
         self.altered.remove(&r.subject);
+        if self.collect.as_deref() == Some(r.subject.as_str()) {
+            self.collected.push((r.seq, r.payload.clone()));
+        }
 
         let envelope: EventEnvelope = match decoded {
             Ok(e) => e,
@@ -320,10 +456,148 @@ impl Verifier {
         }
     }
 
+    /// Every aggregate's head as of stream seq `seq` (at or after the last
+    /// checkpoint's), as checkpoint leaves.
+    pub fn heads_at(&self, seq: u64) -> Vec<Leaf> {
+        let mut heads: HashMap<&str, (u64, ChainHash)> = self
+            .chains
+            .iter()
+            .map(|(s, c)| {
+                (
+                    s.as_str(),
+                    (self.head_seqs.get(s).copied().unwrap_or(0), *c),
+                )
+            })
+            .collect();
+        for (at, subject, before) in self.undo.iter().rev() {
+            if *at <= seq {
+                break;
+            }
+            match before {
+                Some(b) => heads.insert(subject, *b),
+                None => heads.remove(subject.as_str()),
+            };
+        }
+        heads
+            .into_iter()
+            .map(|(subject, (seq, chain))| Leaf {
+                subject: subject.to_owned(),
+                seq,
+                chain: chain.to_hex(),
+            })
+            .collect()
+    }
+
+    /// Whether the heads as of `c.seq` give `c`'s root; a finding of
+    /// `rule` when not.
+    fn agrees_with(&mut self, c: &Checkpoint, at: u64, rule: &'static str) -> bool {
+        let (leaves, root) = checkpoint::tree(self.heads_at(c.seq));
+        let root = hex::encode(root);
+        if root == c.root && leaves.len() as u64 == c.aggregates {
+            return true;
+        }
+        let detail = format!(
+            "up to stream seq {} the log gives {} aggregates with root {root}; the checkpoint \
+             signed {} with root {}: an aggregate is missing, added or rewritten",
+            c.seq,
+            leaves.len(),
+            c.aggregates,
+            c.root
+        );
+        self.find_at(at, &self.checkpoint_subject.clone(), rule, detail);
+        false
+    }
+
+    /// A checkpoint in the log: signed by a trusted key, chained to the
+    /// one before, and agreeing with the heads as of its sequence.
+    fn check_checkpoint(&mut self, r: &Record) {
+        self.checkpoints += 1;
+        let c: Checkpoint = match serde_json::from_str(&r.payload) {
+            Ok(c) => c,
+            Err(e) => return self.find(r, "checkpoint", format!("not a checkpoint: {e}")),
+        };
+        let mut key_id = None;
+        if let Some(keys) = &self.keys {
+            match c.verify(keys) {
+                Ok(id) => key_id = Some(id.to_owned()),
+                Err(why) => return self.find(r, "checkpoint_signature", why.0),
+            }
+        }
+        let previous = match &self.last_checkpoint {
+            Some(p) => Some(p.hash()),
+            // From the start of the log, the first has no predecessor.
+            None if self.first_seq == Some(1) => Some(checkpoint::NO_PREVIOUS.to_owned()),
+            None => None,
+        };
+        if previous.as_ref().is_some_and(|p| *p != c.previous) {
+            let detail = format!(
+                "names previous {}, the checkpoint before it hashes to {}",
+                c.previous,
+                previous.unwrap_or_default()
+            );
+            self.find(r, "checkpoint_chain", detail);
+        }
+        if c.seq >= r.seq {
+            let detail = format!("covers seq {}, at or after its own seq {}", c.seq, r.seq);
+            return self.find(r, "checkpoint", detail);
+        }
+        if self.agrees_with(&c, r.seq, "checkpoint_root") {
+            self.covered = Some(Covered {
+                seq: c.seq,
+                key_id,
+                root: c.root.clone(),
+            });
+        }
+        let seq = c.seq;
+        self.undo.retain(|(at, _, _)| *at > seq);
+        self.last_checkpoint = Some(c);
+    }
+
+    /// The checkpoint given from outside, once the log has passed its seq
+    /// (or ended before it).
+    fn check_expected(&mut self, c: Checkpoint) {
+        let last = self.last_seq();
+        if last < c.seq {
+            let detail = format!(
+                "the log ends at stream seq {last}; the checkpoint covers up to {}: \
+                 what follows {last} is missing",
+                c.seq
+            );
+            self.find_at(
+                last,
+                &self.checkpoint_subject.clone(),
+                "checkpoint_coverage",
+                detail,
+            );
+            return;
+        }
+        if self.agrees_with(&c, c.seq, "checkpoint_root") {
+            let key_id = self
+                .keys
+                .as_ref()
+                .and_then(|k| c.verify(k).ok().map(str::to_owned));
+            let newer = self.covered.as_ref().is_none_or(|v| v.seq <= c.seq);
+            if newer {
+                self.covered = Some(Covered {
+                    seq: c.seq,
+                    key_id,
+                    root: c.root.clone(),
+                });
+            }
+        }
+    }
+
     /// Checks that hold for the whole log: every customer bucket's running
     /// total of postings, and every service's reserve, is what the replay
     /// of the accounts' events gives.
     pub fn finish(&mut self) {
+        if let Some(gate) = self.gate.as_mut() {
+            let mut released = Vec::new();
+            gate.finish(&mut released);
+            for (r, seal) in released {
+                self.check_sealed(&r, Some(seal));
+            }
+        }
         self.compare_if_reached(None);
         let mut replayed: BTreeMap<String, Decimal> = BTreeMap::new();
         for (id, account) in &self.accounts {
@@ -608,6 +882,9 @@ mod tests {
             event_type: Some(m.event_type.into()),
             chain: Some(m.chain),
             payload: String::from_utf8(m.payload.to_vec()).unwrap(),
+            batch: None,
+            heads: None,
+            signature: None,
         };
         (record, next)
     }
@@ -682,7 +959,7 @@ mod tests {
                 },
             ];
             for r in variants {
-                let m = r.message();
+                let m = r.message(genuine::Signature::NotChecked);
                 let bytes = genuine::judge(&m, &ChainHash::GENESIS).map_err(|f| f.rule);
                 let decoded =
                     genuine::judge_event(&m, &ChainHash::GENESIS, &envelope).map_err(|f| f.rule);

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::Client;
+use ledger_schemas::signing::SigningKey;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::gather::Gather;
@@ -36,15 +37,20 @@ impl Committer {
     /// goes out on its own at once: a single event as a plain publish (up to
     /// `appends_in_flight_max` awaiting acks), several as their own atomic
     /// batch (up to `batches_in_flight_max`, the server allowing 50 per stream).
+    /// The limits are `limits`' (`group_commit`, `batch_messages_max`,
+    /// `batches_in_flight_max`, `appends_in_flight_max`,
+    /// `publish_timeout_ms`); every append is signed with `key`.
     pub fn spawn(
         client: Client,
-        group: bool,
-        batch_messages_max: usize,
-        batches_in_flight_max: usize,
-        appends_in_flight_max: usize,
-        timeout: Duration,
+        key: SigningKey,
+        limits: &crate::config::Limits,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let group = limits.group_commit;
+        let batch_messages_max = limits.batch_messages_max;
+        let timeout = Duration::from_millis(limits.publish_timeout_ms);
+        let (batches_in_flight_max, appends_in_flight_max) =
+            (limits.batches_in_flight_max, limits.appends_in_flight_max);
         // Enough room for every writer's one outstanding append and more.
         let (tx, rx) = mpsc::channel(batch_messages_max * 4);
         let slots = Slots {
@@ -52,7 +58,14 @@ impl Committer {
             singles: Arc::new(Semaphore::new(appends_in_flight_max)),
         };
         let batch_max = if group { batch_messages_max } else { 1 };
-        tokio::spawn(run(rx, client, batch_max, slots, timeout, metrics));
+        tokio::spawn(run(
+            rx,
+            (client, Arc::new(key)),
+            batch_max,
+            slots,
+            timeout,
+            metrics,
+        ));
         Self { tx }
     }
 
@@ -76,7 +89,7 @@ struct Slots {
 
 async fn run(
     rx: mpsc::Receiver<Append>,
-    client: Client,
+    (client, key): (Client, Arc<SigningKey>),
     batch_messages_max: usize,
     slots: Slots,
     timeout: Duration,
@@ -99,21 +112,27 @@ async fn run(
         };
         let group = queue.fill(first, batch_messages_max, |a| a.messages.len());
         let client = client.clone();
+        let key = key.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            publish_group(&client, group, timeout, &metrics).await;
+            publish_group((&client, &key), group, timeout, &metrics).await;
             drop(permit);
         });
     }
 }
 
-async fn publish_group(client: &Client, group: Vec<Append>, timeout: Duration, metrics: &Metrics) {
+async fn publish_group(
+    (client, key): (&Client, &SigningKey),
+    group: Vec<Append>,
+    timeout: Duration,
+    metrics: &Metrics,
+) {
     let all: Vec<AppendMessage> = group
         .iter()
         .flat_map(|a| a.messages.iter().cloned())
         .collect();
     let started = Instant::now();
-    let result = batch::append(client, &all, timeout).await;
+    let result = batch::append(client, &all, timeout, key).await;
     metrics.observe_batch(all.len(), started.elapsed(), result.is_ok());
     match result {
         Ok(ack) => {
@@ -130,7 +149,7 @@ async fn publish_group(client: &Client, group: Vec<Append>, timeout: Duration, m
         Err(StoreError::Conflict { .. }) if group.len() > 1 => {
             metrics.batch_splits.inc();
             let alone = group.into_iter().map(|a| async move {
-                let r = batch::append(client, &a.messages, timeout).await;
+                let r = batch::append(client, &a.messages, timeout, key).await;
                 let _ = a.done.send(r);
             });
             futures::future::join_all(alone).await;

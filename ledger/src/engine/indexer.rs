@@ -20,8 +20,11 @@ use async_nats::jetstream::stream::Stream;
 use ledger_projections::fold::SCHEMA_VERSIONS;
 use ledger_projections::projector::Reader;
 use ledger_projections::sift::Sifter;
+use ledger_schemas::signing::Trust;
 use ledger_schemas::{AccountId, EventType, Id, Timestamp};
 use tokio_util::sync::CancellationToken;
+
+use super::checkpointer::{CheckpointSettings, Checkpointer};
 
 /// Events folded in one transaction at most.
 const BATCH_EVENTS_MAX: usize = 5000;
@@ -59,9 +62,12 @@ pub struct Indexer {
     /// A connection string for the leader's own connection (it holds the lock).
     pub database_url: String,
     pub stream: Stream,
+    pub trust: Trust,
     pub checkpoint: Checkpoint,
     /// Whether this process may lead (else it only follows the checkpoint).
     pub lead: bool,
+    /// Signed checkpoints, appended by the leader.
+    pub checkpoints: Option<(CheckpointSettings, async_nats::jetstream::Context)>,
 }
 
 /// What one batch adds to the index.
@@ -200,11 +206,17 @@ impl Indexer {
         }
         let mut position = read_checkpoint(&client).await?;
         self.checkpoint.set(position);
-        let mut reader = Reader::open(&self.stream, position + 1)
+        let mut reader = Reader::open(&self.stream, position + 1, &self.trust, None)
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
         let mut sifter = Sifter::new(SIFTER, false);
         let mut last_commit = tokio::time::Instant::now();
+        let mut checkpointer = self
+            .checkpoints
+            .clone()
+            .map(|(settings, js)| Checkpointer::new(settings, js, self.stream.clone()));
+        // The last event (not checkpoint) the index holds.
+        let mut event_seq = position;
         loop {
             // At most one commit per COMMIT_INTERVAL_MIN: under light traffic
             // each event would otherwise cost PostgreSQL a commit (an fsync)
@@ -213,9 +225,16 @@ impl Indexer {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = tokio::time::sleep_until(last_commit + COMMIT_INTERVAL_MIN) => {}
             }
+            let due = checkpointer.as_ref().and_then(|c| c.due_in(event_seq));
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 b = reader.batch(BATCH_EVENTS_MAX) => b,
+                _ = tokio::time::sleep(due.unwrap_or_default()), if due.is_some() => {
+                    if let Some(c) = checkpointer.as_mut() {
+                        c.maybe(&mut client, position, event_seq).await;
+                    }
+                    continue;
+                }
             };
             last_commit = tokio::time::Instant::now();
             let batch = batch.ok_or_else(|| anyhow::anyhow!("the event stream ended"))??;
@@ -231,7 +250,7 @@ impl Indexer {
                 position = stored;
                 self.checkpoint.set(position);
                 sifter = Sifter::new(SIFTER, false);
-                reader = Reader::open(&self.stream, position + 1)
+                reader = Reader::open(&self.stream, position + 1, &self.trust, None)
                     .await
                     .map_err(|e| anyhow::anyhow!(e))?;
                 continue;
@@ -241,6 +260,10 @@ impl Indexer {
                 .await?;
             let mut fold = Batch::default();
             for raw in &batch {
+                if raw.is_checkpoint() {
+                    continue;
+                }
+                event_seq = raw.seq;
                 // What the ledger did not write holds no key it gave.
                 if !sifter.sift(raw.seq, &raw.message()) {
                     continue;
@@ -262,6 +285,9 @@ impl Indexer {
             tx.commit().await?;
             position = last;
             self.checkpoint.set(position);
+            if let Some(c) = checkpointer.as_mut() {
+                c.maybe(&mut client, position, event_seq).await;
+            }
         }
     }
 }

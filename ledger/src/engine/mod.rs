@@ -7,6 +7,7 @@
 //! `ledger` processes may serve the same account: the expected-sequence check
 //! refuses the loser's append, which reloads and decides again (bounded).
 
+pub mod checkpointer;
 mod committer;
 mod gather;
 pub mod idempotency;
@@ -148,20 +149,13 @@ impl Engine {
     pub fn new(
         store: EventStore,
         appends: async_nats::Client,
+        key: ledger_schemas::signing::SigningKey,
         pool: Pool,
         catalog: Catalog,
         limits: Limits,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let committer = Committer::spawn(
-            appends,
-            limits.group_commit,
-            limits.batch_messages_max,
-            limits.batches_in_flight_max,
-            limits.appends_in_flight_max,
-            Duration::from_millis(limits.publish_timeout_ms),
-            metrics.clone(),
-        );
+        let committer = Committer::spawn(appends, key, &limits, metrics.clone());
         let lookups = idempotency::Lookups::spawn(pool.clone());
         let in_flight = Semaphore::new(limits.commands_in_flight_max);
         Engine {
@@ -208,12 +202,20 @@ impl Engine {
 
     /// The command side's indexer for this process: it leads when `lead`
     /// and no other process does, and otherwise follows the checkpoint.
-    pub fn indexer(&self, database_url: &str, lead: bool) -> indexer::Indexer {
+    pub fn indexer(
+        &self,
+        database_url: &str,
+        lead: bool,
+        checkpoints: Option<checkpointer::CheckpointSettings>,
+    ) -> indexer::Indexer {
+        let store = &self.inner.store;
         indexer::Indexer {
             database_url: database_url.to_owned(),
-            stream: self.inner.store.stream().clone(),
+            stream: store.stream().clone(),
+            trust: store.trust(),
             checkpoint: self.inner.index_checkpoint.clone(),
             lead,
+            checkpoints: checkpoints.map(|c| (c, store.jetstream().clone())),
         }
     }
 

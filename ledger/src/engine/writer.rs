@@ -163,15 +163,12 @@ impl Writer {
     /// Applies the subject's events after `last_seq` (another writer's, or
     /// ours whose ack was lost), remembering the keys of those after `indexed`.
     async fn catch_up(&mut self, indexed: u64) -> Result<(), EngineError> {
-        let read = read::events_after(
-            self.engine.store().client(),
-            self.engine.store().stream(),
-            &self.subject,
-            self.last_seq,
-            self.chain,
-        )
-        .await
-        .map_err(store_error)?;
+        let read = self
+            .engine
+            .store()
+            .events_after(&self.subject, self.last_seq, self.chain)
+            .await
+            .map_err(store_error)?;
         self.last_seq = read.last_seq;
         self.chain = read.chain;
         for e in read.events {
@@ -209,16 +206,13 @@ impl Writer {
         &self,
         wanted: &[Indexed],
     ) -> Result<Vec<(IdempotencyKey, Remembered)>, EngineError> {
-        let events = read::events_after(
-            self.engine.store().client(),
-            self.engine.store().stream(),
-            &self.subject,
-            0,
-            ChainHash::GENESIS,
-        )
-        .await
-        .map_err(store_error)?
-        .events;
+        let events = self
+            .engine
+            .store()
+            .events_after(&self.subject, 0, ChainHash::GENESIS)
+            .await
+            .map_err(store_error)?
+            .events;
         let seqs: HashMap<u64, &Indexed> = wanted.iter().map(|w| (w.seq, w)).collect();
         let mut state = Account::new(self.account.clone());
         let mut found = Vec::with_capacity(wanted.len());

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use async_nats::{Client, HeaderMap, Request};
 use bytes::Bytes;
+use ledger_schemas::signing::{self, SigningKey};
 use serde::Deserialize;
 
 use super::StoreError;
@@ -108,11 +109,18 @@ impl AppendMessage {
         (message, chain)
     }
 
-    fn headers(&self) -> HeaderMap {
+    /// Its headers as message `position` of an append of `n`; the last
+    /// one carries the append's seal.
+    fn headers(&self, position: usize, n: usize, seal: &(String, String)) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(HEADER_MSG_ID, self.event_id.as_str());
         h.insert(HEADER_EVENT_TYPE, self.event_type);
         h.insert(ledger_schemas::CHAIN_HEADER, self.chain.as_str());
+        h.insert(signing::BATCH_HEADER, format!("{position}/{n}").as_str());
+        if position == n {
+            h.insert(signing::HEADS_HEADER, seal.0.as_str());
+            h.insert(signing::SIGNATURE_HEADER, seal.1.as_str());
+        }
         if let Some(seq) = self.expected_last_subject_seq {
             h.insert(HEADER_EXPECTED_SUBJECT_SEQ, seq.to_string().as_str());
         }
@@ -158,19 +166,30 @@ struct PubAck {
     error: Option<ApiError>,
 }
 
-/// Appends `messages` in order, atomically. `timeout` bounds each request.
+/// Appends `messages` in order, atomically, signed with `key` (one
+/// signature over the chain heads they advance, on the last message).
+/// `timeout` bounds each request.
 pub async fn append(
     client: &Client,
     messages: &[AppendMessage],
     timeout: Duration,
+    key: &SigningKey,
 ) -> Result<Appended, StoreError> {
+    let seal = || {
+        signing::seal(
+            key,
+            messages
+                .iter()
+                .map(|m| (m.subject.as_str(), m.chain.as_str())),
+        )
+    };
     match messages {
         [] => Err(StoreError::Refused("nothing to append".into())),
         [one] => {
             let reply = request(
                 client,
                 &one.subject,
-                one.headers(),
+                one.headers(1, 1, &seal()),
                 one.payload.clone(),
                 timeout,
             )
@@ -185,7 +204,7 @@ pub async fn append(
             "{} messages exceed the batch limit of {BATCH_MESSAGES_MAX}",
             many.len()
         ))),
-        many => append_batch(client, many, timeout).await,
+        many => append_batch(client, many, timeout, &seal()).await,
     }
 }
 
@@ -193,12 +212,13 @@ async fn append_batch(
     client: &Client,
     messages: &[AppendMessage],
     timeout: Duration,
+    seal: &(String, String),
 ) -> Result<Appended, StoreError> {
     let batch_id = uuid::Uuid::now_v7().simple().to_string();
     let last = messages.len();
     for (i, m) in messages.iter().enumerate() {
         let n = i + 1;
-        let mut h = m.headers();
+        let mut h = m.headers(n, last, seal);
         h.insert(HEADER_BATCH_ID, batch_id.as_str());
         h.insert(HEADER_BATCH_SEQ, n.to_string().as_str());
         if n == 1 {

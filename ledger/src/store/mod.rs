@@ -14,10 +14,12 @@ pub mod batch;
 pub mod read;
 pub mod stream;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::Client;
 use async_nats::jetstream;
+use ledger_schemas::signing::{Keys, SigningKey, Trust};
 
 pub use batch::{AppendMessage, Appended, Origin};
 pub use read::StoredEvent;
@@ -54,11 +56,18 @@ pub struct EventStore {
     js: jetstream::Context,
     stream: jetstream::stream::Stream,
     settings: StreamSettings,
+    keys: Arc<Keys>,
 }
 
 impl EventStore {
     /// Checks the server, creates or verifies the stream, and returns the store.
-    pub async fn open(client: Client, settings: StreamSettings) -> anyhow::Result<Self> {
+    /// `keys` sign what this process appends and tell the ledger's
+    /// messages from anything else.
+    pub async fn open(
+        client: Client,
+        settings: StreamSettings,
+        keys: Keys,
+    ) -> anyhow::Result<Self> {
         check_server_version(&client)?;
         let js = jetstream::new(client.clone());
         // A cluster that has just formed may answer late: try for a while.
@@ -73,7 +82,46 @@ impl EventStore {
             js,
             stream,
             settings,
+            keys: Arc::new(keys),
         })
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// What stream-order readers of this stream trust.
+    pub fn trust(&self) -> Trust {
+        Trust {
+            keys: Arc::new(self.keys.public.clone()),
+            checkpoint_subject: self.settings.checkpoint_subject.clone(),
+        }
+    }
+
+    /// The ledger's events on `subject` after `after` (see
+    /// [`read::events_after`]), judged by this process's keys.
+    pub async fn events_after(
+        &self,
+        subject: &str,
+        after: u64,
+        chain: ledger_schemas::ChainHash,
+    ) -> Result<read::SubjectRead, StoreError> {
+        read::events_after(
+            &self.client,
+            &self.stream,
+            &self.keys.public,
+            subject,
+            after,
+            chain,
+        )
+        .await
+    }
+
+    /// The key this process signs its appends with.
+    pub fn signer(&self) -> Result<&SigningKey, StoreError> {
+        self.keys
+            .signer()
+            .map_err(|e| StoreError::Refused(e.to_string()))
     }
 
     pub fn client(&self) -> &Client {

@@ -7,7 +7,8 @@ use async_nats::Client;
 use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
 use bytes::Bytes;
 use futures::StreamExt;
-use ledger_schemas::genuine;
+use ledger_schemas::genuine::{self, Signature};
+use ledger_schemas::signing::{self, PublicKeys};
 use ledger_schemas::{CHAIN_HEADER, ChainHash, EventEnvelope};
 
 use super::StoreError;
@@ -71,9 +72,66 @@ const DIRECT_BATCH_MAX: usize = 1000;
 pub async fn events_after(
     client: &Client,
     stream: &Stream,
+    keys: &PublicKeys,
+    subject: &str,
+    after: u64,
+    chain: ChainHash,
+) -> Result<SubjectRead, StoreError> {
+    let fetched = fetch_after(client, stream, subject, after).await?;
+    // Judged on the chain first: when the newest event so judged is a head
+    // the ledger signed, the chain links every earlier one to it and one
+    // signature proves them all. Otherwise (a forged message that links,
+    // or a signature missing) each is judged by its own append's signature.
+    let unchecked = vec![Signature::NotChecked; fetched.len()];
+    let read = judge_all(subject, after, chain, &fetched, &unchecked)?;
+    let newest = read
+        .events
+        .last()
+        .and_then(|e| fetched.iter().find(|f| f.seq == e.seq));
+    let Some(newest) = newest else {
+        // No event to prove: an empty read, or only messages that do not
+        // even link (foreign whatever their signature).
+        return Ok(read);
+    };
+    let mut signers = Signers::new(stream, keys);
+    if signers.is_signed_head(subject, newest).await? {
+        return Ok(read);
+    }
+    let mut verdicts = Vec::with_capacity(fetched.len());
+    for f in &fetched {
+        verdicts.push(signers.covers(subject, f).await?);
+    }
+    let signatures: Vec<Signature<'_>> = verdicts
+        .iter()
+        .map(|v| match v {
+            Ok(()) => Signature::Verified,
+            Err(why) => Signature::Missing(why),
+        })
+        .collect();
+    judge_all(subject, after, chain, &fetched, &signatures)
+}
+
+/// One message as fetched.
+struct Fetched {
+    seq: u64,
+    headers: Option<async_nats::HeaderMap>,
+    payload: Bytes,
+}
+
+impl Fetched {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.as_ref()?.get(name).map(|v| v.as_str())
+    }
+}
+
+/// Judges `fetched` in order against the chain from `chain`, each with its
+/// signature verdict in `signatures`.
+fn judge_all(
     subject: &str,
     after: u64,
     mut chain: ChainHash,
+    fetched: &[Fetched],
+    signatures: &[Signature<'_>],
 ) -> Result<SubjectRead, StoreError> {
     let mut read = SubjectRead {
         events: Vec::new(),
@@ -81,8 +139,148 @@ pub async fn events_after(
         chain,
         foreign: Vec::new(),
     };
+    for (f, signature) in fetched.iter().zip(signatures) {
+        let seq = f.seq;
+        read.last_seq = seq;
+        let m =
+            ledger_projections::sift::message(subject, f.headers.as_ref(), &f.payload, *signature);
+        let verdict = match decode(seq, &f.payload) {
+            Ok(envelope) => genuine::judge_event(&m, &chain, &envelope).map(|c| (c, envelope)),
+            Err(unreadable) => match genuine::judge(&m, &chain) {
+                // The ledger's, and this code cannot read it.
+                Ok(_) => return Err(unreadable),
+                Err(why) => Err(why),
+            },
+        };
+        match verdict {
+            Ok((stored, envelope)) => {
+                chain = stored;
+                read.events.push(StoredEvent {
+                    seq,
+                    envelope,
+                    chain,
+                });
+            }
+            Err(why) => read.foreign.push((seq, why.to_string())),
+        }
+    }
+    for (seq, why) in &read.foreign {
+        tracing::warn!(seq, subject, reason = %why, "skipping a message the ledger did not write");
+    }
+    read.chain = chain;
+    Ok(read)
+}
+
+/// The signatures of the appends a subject's messages belong to, each
+/// fetched and checked once.
+struct Signers<'a> {
+    stream: &'a Stream,
+    keys: &'a PublicKeys,
+    opened: std::collections::HashMap<u64, Result<Vec<signing::Head>, String>>,
+}
+
+impl<'a> Signers<'a> {
+    fn new(stream: &'a Stream, keys: &'a PublicKeys) -> Self {
+        Self {
+            stream,
+            keys,
+            opened: Default::default(),
+        }
+    }
+
+    /// The heads signed by the append `f` belongs to, with `f`'s position:
+    /// its last message sits `n - i` after it.
+    async fn heads(
+        &mut self,
+        f: &Fetched,
+    ) -> Result<(usize, &Result<Vec<signing::Head>, String>), StoreError> {
+        let Some((i, n)) = f
+            .header(signing::BATCH_HEADER)
+            .and_then(signing::parse_position)
+        else {
+            self.opened
+                .insert(0, Err(format!("no valid {} header", signing::BATCH_HEADER)));
+            return Ok((0, &self.opened[&0]));
+        };
+        let last = f.seq + (n - i) as u64;
+        if !self.opened.contains_key(&last) {
+            let opened = if last == f.seq {
+                signing::open_seal(
+                    self.keys,
+                    n,
+                    f.header(signing::HEADS_HEADER),
+                    f.header(signing::SIGNATURE_HEADER),
+                )
+                .map_err(|e| e.0)
+            } else {
+                match self.stream.direct_get(last).await {
+                    Ok(m) => {
+                        let get = |name: &str| m.headers.get(name).map(|v| v.as_str());
+                        if get(signing::BATCH_HEADER) != Some(format!("{n}/{n}").as_str()) {
+                            Err(format!("stream seq {last} does not end an append of {n}"))
+                        } else {
+                            signing::open_seal(
+                                self.keys,
+                                n,
+                                get(signing::HEADS_HEADER),
+                                get(signing::SIGNATURE_HEADER),
+                            )
+                            .map_err(|e| e.0)
+                        }
+                    }
+                    Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => Err(format!(
+                        "its append's last message (seq {last}) is not stored"
+                    )),
+                    Err(e) => return Err(StoreError::Unavailable(e.to_string())),
+                }
+            };
+            self.opened.insert(last, opened);
+        }
+        Ok((i, &self.opened[&last]))
+    }
+
+    /// Whether `f` is a head its append's valid signature names exactly.
+    async fn is_signed_head(&mut self, subject: &str, f: &Fetched) -> Result<bool, StoreError> {
+        let chain = f.header(CHAIN_HEADER).unwrap_or_default().to_owned();
+        let (i, heads) = self.heads(f).await?;
+        Ok(heads.as_ref().is_ok_and(|heads| {
+            heads
+                .iter()
+                .any(|h| h.position == i && h.subject == subject && h.chain == chain)
+        }))
+    }
+
+    /// Whether a valid signature covers `f`, or why not.
+    async fn covers(
+        &mut self,
+        subject: &str,
+        f: &Fetched,
+    ) -> Result<Result<(), String>, StoreError> {
+        let (i, heads) = self.heads(f).await?;
+        Ok(match heads {
+            Ok(heads) if signing::covers(heads, i, subject) => Ok(()),
+            Ok(_) => Err("its append's signature does not cover it".into()),
+            Err(why) => Err(why.clone()),
+        })
+    }
+}
+
+/// Every message on `subject` after stream sequence `after`, up to the
+/// subject's last message when the read began.
+///
+/// Read with batched direct gets (ADR-31: `next_by_subj` with `batch`, ended
+/// by a `204 EOB` status), so loading an aggregate creates no consumer: a
+/// process that loads thousands of accounts at once does not run into the
+/// server's consumer limits.
+async fn fetch_after(
+    client: &Client,
+    stream: &Stream,
+    subject: &str,
+    after: u64,
+) -> Result<Vec<Fetched>, StoreError> {
+    let mut out = Vec::new();
     let Some((last, _)) = last_on_subject(stream, subject).await? else {
-        return Ok(read);
+        return Ok(out);
     };
     let unavailable = |e: &dyn std::fmt::Display| StoreError::Unavailable(e.to_string());
     let api = format!("$JS.API.DIRECT.GET.{}", stream.cached_info().config.name);
@@ -133,38 +331,17 @@ pub async fn events_after(
             }
             next = seq + 1;
             got += 1;
-            read.last_seq = seq;
-            let m = ledger_projections::sift::message(subject, msg.headers.as_ref(), &msg.payload);
-            let verdict = match decode(seq, &msg.payload) {
-                Ok(envelope) => genuine::judge_event(&m, &chain, &envelope).map(|c| (c, envelope)),
-                Err(unreadable) => match genuine::judge(&m, &chain) {
-                    // The ledger's, and this code cannot read it.
-                    Ok(_) => return Err(unreadable),
-                    Err(why) => Err(why),
-                },
-            };
-            match verdict {
-                Ok((stored, envelope)) => {
-                    chain = stored;
-                    read.events.push(StoredEvent {
-                        seq,
-                        envelope,
-                        chain,
-                    });
-                }
-                Err(why) => {
-                    tracing::warn!(seq, subject, reason = %why,
-                        "skipping a message the ledger did not write");
-                    read.foreign.push((seq, why.to_string()));
-                }
-            }
+            out.push(Fetched {
+                seq,
+                headers: msg.headers,
+                payload: msg.payload,
+            });
         }
         if got == 0 {
             break;
         }
     }
-    read.chain = chain;
-    Ok(read)
+    Ok(out)
 }
 
 /// How long one batched direct get waits for each reply.

@@ -126,6 +126,8 @@ pub struct StreamSettings {
     pub name: String,
     /// Subject prefix (`ledger.events`); tests use their own so they can share a server.
     pub prefix: String,
+    /// Where signed checkpoints are appended (`ledger.checkpoints`).
+    pub checkpoint_subject: String,
     pub replication: Replication,
     /// How long JetStream remembers a `Nats-Msg-Id` to drop a re-sent publish.
     pub duplicate_window: Duration,
@@ -136,6 +138,7 @@ impl Default for StreamSettings {
         Self {
             name: "LEDGER".into(),
             prefix: EVENTS_PREFIX.into(),
+            checkpoint_subject: "ledger.checkpoints".into(),
             replication: Replication::default(),
             duplicate_window: Duration::from_secs(120),
         }
@@ -147,6 +150,7 @@ impl StreamSettings {
         vec![
             format!("{}.acct.*", self.prefix),
             format!("{}.topup.*", self.prefix),
+            self.checkpoint_subject.clone(),
         ]
     }
 

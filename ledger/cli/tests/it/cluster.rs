@@ -46,6 +46,7 @@ impl Cluster {
             database_url: format!("postgres://ledger@127.0.0.1:{}/ledger", self.pg.port()),
             http_addr: "127.0.0.1:0".into(),
             admin_token: Some(ledger::config::Secret::new(ADMIN)),
+            signing_key: Some(ledger::config::Secret::new(SIGNING_KEY)),
             stream_replicas: 3,
             nats_monitor_urls: self.nats.monitor_urls(),
             ..Default::default()

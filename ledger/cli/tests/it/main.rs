@@ -19,6 +19,7 @@ mod manifests;
 mod partitions;
 mod projections;
 mod security;
+mod signatures;
 mod store;
 mod support;
 mod topups;

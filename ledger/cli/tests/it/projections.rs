@@ -104,6 +104,7 @@ async fn project_fully(servers: &Servers, db: &str) {
             projection,
             database_url: db_url(servers, db),
             stream: stream.clone(),
+            trust: trust(),
             status: Default::default(),
         };
         tasks.push(tokio::spawn(p.run(token.clone())));
@@ -283,6 +284,7 @@ async fn a_projector_killed_at_random_points_ends_like_an_uninterrupted_one() {
                     projection,
                     database_url: db_url(&servers, "crashy"),
                     stream: stream.clone(),
+                    trust: trust(),
                     status: Default::default(),
                 };
                 tokio::spawn(p.run(token.clone()))
@@ -381,6 +383,7 @@ async fn a_rebuild_under_load_swaps_in_identical_tables_unnoticed() {
         ledger_projections::rebuild::rebuild(
             &db_url(&servers, "ledger"),
             &stream,
+            &trust(),
             projection,
             |_, _| {},
         )
@@ -492,6 +495,7 @@ async fn an_unknown_schema_version_stops_the_projector_with_the_event_named() {
         projection: Projection::Accounts,
         database_url: db_url(&servers, "strict"),
         stream,
+        trust: trust(),
         status: status.clone(),
     };
     let token = CancellationToken::new();
@@ -549,6 +553,7 @@ async fn a_standby_takes_over_and_outages_are_waited_out() {
             projection: Projection::Accounts,
             database_url: db_url(&servers, "ha"),
             stream: stream.clone(),
+            trust: trust(),
             status: Default::default(),
         };
         tokio::spawn(p.run(token))
@@ -582,6 +587,7 @@ async fn spawn_topups(servers: &Servers, url: String) -> CancellationToken {
         projection: Projection::Topups,
         database_url: url,
         stream,
+        trust: trust(),
         status: Default::default(),
     };
     tokio::spawn(p.run(token.clone()));
@@ -673,6 +679,7 @@ async fn a_reader_polling_balances_while_commands_land_never_sees_a_torn_read() 
     let log = ledger::store::read::events_after(
         &client,
         &stream,
+        &test_keys().public,
         "ledger.events.acct.torn",
         0,
         ledger_schemas::ChainHash::GENESIS,

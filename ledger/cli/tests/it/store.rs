@@ -8,7 +8,13 @@ use ledger::store::{AppendMessage, EventStore, StoreError, StreamSettings, batch
 use ledger_schemas::ChainHash;
 use ledger_testkit::NatsServer;
 
+use crate::support::test_keys;
+
 const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn key() -> ledger_schemas::signing::SigningKey {
+    test_keys().signing.unwrap()
+}
 
 fn genesis() -> ChainHash {
     ChainHash::GENESIS
@@ -16,7 +22,7 @@ fn genesis() -> ChainHash {
 
 async fn open(nats: &NatsServer) -> EventStore {
     let client = async_nats::connect(nats.url()).await.unwrap();
-    EventStore::open(client, StreamSettings::default())
+    EventStore::open(client, StreamSettings::default(), test_keys())
         .await
         .unwrap()
 }
@@ -79,7 +85,7 @@ async fn refuses_a_stream_that_could_lose_events() {
     })
     .await
     .unwrap();
-    let err = EventStore::open(client, settings)
+    let err = EventStore::open(client, settings, test_keys())
         .await
         .unwrap_err()
         .to_string();
@@ -96,21 +102,23 @@ async fn appends_batches_atomically_and_reads_them_back() {
     let (mut chain_a, mut chain_b) = (ChainHash::GENESIS, ChainHash::GENESIS);
 
     let one = messages(a, &["a1"], Some(0), &mut chain_a);
-    let appended = batch::append(store.client(), &one, TIMEOUT).await.unwrap();
+    let appended = batch::append(store.client(), &one, TIMEOUT, &key())
+        .await
+        .unwrap();
     assert_eq!((appended.last_seq, appended.count), (1, 1));
 
     // Two subjects in one batch, each with its expectation on its first message.
     let mut both = messages(a, &["a2", "a3"], Some(1), &mut chain_a);
     both.extend(messages(b, &["b1"], Some(0), &mut chain_b));
-    let appended = batch::append(store.client(), &both, TIMEOUT).await.unwrap();
+    let appended = batch::append(store.client(), &both, TIMEOUT, &key())
+        .await
+        .unwrap();
     assert_eq!((appended.first_seq(), appended.last_seq), (2, 4));
 
     // Bodies are not event envelopes here: chained, but not the ledger's
     // events, so a reader skips every one, and the subject's next append
     // expects seq 3 and chains from genesis.
-    let read_a = read::events_after(store.client(), store.stream(), a, 0, ChainHash::GENESIS)
-        .await
-        .unwrap();
+    let read_a = store.events_after(a, 0, ChainHash::GENESIS).await.unwrap();
     assert!(read_a.events.is_empty());
     let skipped: Vec<u64> = read_a.foreign.iter().map(|(seq, _)| *seq).collect();
     assert_eq!(skipped, [1, 2, 3]);
@@ -146,13 +154,14 @@ async fn a_stale_expectation_refuses_the_whole_batch() {
         store.client(),
         &messages(b, &["b1"], Some(0), &mut chain_b),
         TIMEOUT,
+        &key(),
     )
     .await
     .unwrap();
 
     let mut stale = messages(a, &["a1", "a2"], Some(0), &mut chain_a);
     stale.extend(messages(b, &["b2"], Some(0), &mut chain_b)); // b is at 1, not 0
-    let err = batch::append(store.client(), &stale, TIMEOUT)
+    let err = batch::append(store.client(), &stale, TIMEOUT, &key())
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
@@ -163,7 +172,7 @@ async fn a_stale_expectation_refuses_the_whole_batch() {
     );
 
     let single = messages(a, &["a1"], Some(5), &mut genesis());
-    let err = batch::append(store.client(), &single, TIMEOUT)
+    let err = batch::append(store.client(), &single, TIMEOUT, &key())
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
@@ -175,7 +184,9 @@ async fn a_resent_message_id_is_not_stored_twice() {
     let store = open(&nats).await;
     let a = "ledger.events.acct.a";
     let msgs = messages(a, &["a1", "a2"], Some(0), &mut genesis());
-    batch::append(store.client(), &msgs, TIMEOUT).await.unwrap();
-    let again = batch::append(store.client(), &msgs[..1], TIMEOUT).await;
+    batch::append(store.client(), &msgs, TIMEOUT, &key())
+        .await
+        .unwrap();
+    let again = batch::append(store.client(), &msgs[..1], TIMEOUT, &key()).await;
     assert_eq!(info(&store).await.state.messages, 2, "{again:?}");
 }

@@ -13,6 +13,23 @@ use serde_json::{Value, json};
 
 pub const ADMIN: &str = "test-admin-token";
 
+/// The tests' signing key (`<key id>:<base64 seed>`; a fixed seed).
+pub const SIGNING_KEY: &str = "test-1:BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
+/// The tests' signing key and the public keys it gives.
+pub fn test_keys() -> ledger_schemas::signing::Keys {
+    let key = ledger_schemas::signing::SigningKey::parse(SIGNING_KEY).unwrap();
+    ledger_schemas::signing::Keys::new(Some(key), Vec::new())
+}
+
+/// What stream-order readers of the tests' stream trust.
+pub fn trust() -> ledger_schemas::signing::Trust {
+    ledger_schemas::signing::Trust {
+        keys: std::sync::Arc::new(test_keys().public),
+        checkpoint_subject: "ledger.checkpoints".into(),
+    }
+}
+
 /// Real servers for one test.
 pub struct Servers {
     pub nats: NatsServer,
@@ -80,6 +97,8 @@ impl Servers {
             database_url: format!("postgres://ledger@127.0.0.1:{}/ledger", self.pg.port()),
             http_addr: "127.0.0.1:0".into(),
             admin_token: Some(Secret::new(ADMIN)),
+            signing_key: Some(Secret::new(SIGNING_KEY)),
+            checkpoint_interval_s: 1,
             reservation_sweep_interval_ms: 100,
             ..Config::default()
         };
@@ -134,6 +153,8 @@ impl Servers {
         let mut env = vec![
             ("LEDGER_NATS_URL", config.ledger.nats_url.clone()),
             ("LEDGER_DATABASE_URL", config.ledger.database_url.clone()),
+            ("LEDGER_SIGNING_KEY", SIGNING_KEY.into()),
+            ("LEDGER_CHECKPOINT_INTERVAL_S", "1".into()),
         ];
         if self.secured {
             env.push(("LEDGER_NATS_USER", "ledger".into()));
@@ -321,10 +342,26 @@ pub async fn publish_raw(
 }
 
 /// Publishes `event` onto `subject` exactly as the ledger writes: its id as
-/// `Nats-Msg-Id`, its type header, and the chain value that follows the
-/// subject's last message (a newer ledger's event, or a forgery by someone
-/// who recomputes the chain).
+/// `Nats-Msg-Id`, its type header, the chain value that follows the
+/// subject's last message, and signed with the tests' key (a newer
+/// ledger's event).
 pub async fn publish_chained(client: &async_nats::Client, subject: &str, event: &Value) -> u64 {
+    publish_chained_with(client, subject, event, true).await
+}
+
+/// The same unsigned: a forgery by a client that may publish there and
+/// recomputes the chain.
+pub async fn publish_forged(client: &async_nats::Client, subject: &str, event: &Value) -> u64 {
+    publish_chained_with(client, subject, event, false).await
+}
+
+async fn publish_chained_with(
+    client: &async_nats::Client,
+    subject: &str,
+    event: &Value,
+    signed: bool,
+) -> u64 {
+    use ledger_schemas::signing;
     let stream = stream(client).await;
     let previous = match read::last_on_subject(&stream, subject).await.unwrap() {
         Some((_, chain)) => chain.expect("the subject's last message is chained"),
@@ -332,11 +369,20 @@ pub async fn publish_chained(client: &async_nats::Client, subject: &str, event: 
     };
     let payload = event.to_string();
     let chain = previous.next(payload.as_bytes()).to_hex();
-    let headers = [
+    let key = test_keys().signing.unwrap();
+    let (heads, signature) = signing::seal(&key, [(subject, chain.as_str())]);
+    let mut headers = vec![
         ("Nats-Msg-Id", event["event_id"].as_str().unwrap()),
         ("Ledger-Event-Type", event["type"].as_str().unwrap()),
         ("Ledger-Chain", chain.as_str()),
     ];
+    if signed {
+        headers.extend([
+            (signing::BATCH_HEADER, "1/1"),
+            (signing::HEADS_HEADER, heads.as_str()),
+            (signing::SIGNATURE_HEADER, signature.as_str()),
+        ]);
+    }
     publish_raw(client, subject, &headers, payload).await
 }
 
@@ -399,13 +445,20 @@ pub async fn log_of(client: &async_nats::Client, account: &str) -> Vec<EventEnve
     let js = async_nats::jetstream::new(client.clone());
     let stream = js.get_stream("LEDGER").await.unwrap();
     let subject = format!("ledger.events.acct.{account}");
-    read::events_after(client, &stream, &subject, 0, ChainHash::GENESIS)
-        .await
-        .expect("the log reads")
-        .events
-        .into_iter()
-        .map(|e| e.envelope)
-        .collect()
+    read::events_after(
+        client,
+        &stream,
+        &test_keys().public,
+        &subject,
+        0,
+        ChainHash::GENESIS,
+    )
+    .await
+    .expect("the log reads")
+    .events
+    .into_iter()
+    .map(|e| e.envelope)
+    .collect()
 }
 
 /// The account folded from its log alone.
@@ -436,12 +489,12 @@ pub async fn metrics_text(addr: std::net::SocketAddr) -> String {
 
 /// `ledger audit verify` over the whole stream, read models included.
 pub async fn verify_stream(servers: &Servers, client: &async_nats::Client) -> Verifier {
-    let mut v = Verifier::new("ledger.events");
+    let mut v = Verifier::new("ledger.events").with_keys(test_keys().public);
     let (at, rows) = audit::read_models(&servers.config().ledger.database_url)
         .await
         .unwrap();
     v.compare_with(at, rows);
-    audit::read_stream(&stream(client).await, 1, |r| v.check(&r))
+    audit::read_stream(&stream(client).await, 1, None, |r| v.check(&r))
         .await
         .unwrap();
     v.finish();
