@@ -213,3 +213,242 @@ async fn a_forged_event_with_a_recomputed_chain_counts_nowhere_and_no_checkpoint
     drop(db);
     first.kill().await.unwrap();
 }
+
+/// Opens `account`, grants it 50 and spends three times, one command at a
+/// time (so each append holds one account's events).
+async fn history(client: &async_nats::Client, account: &str) {
+    funded(client, account, "50").await;
+    for i in 0..3 {
+        let r = cmd(
+            client,
+            "consume",
+            json!({"idempotency_key": format!("{account}-{i}"), "account_id": account,
+                "service": "email", "quantity": 1, "credits": "2"}),
+        )
+        .await;
+        assert!(code(&r).is_none(), "{r}");
+    }
+}
+
+fn read_jsonl(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn write_jsonl(path: &std::path::Path, records: &[Value]) {
+    let text: String = records.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+/// What a forger hands over: no checkpoint records, stream seqs renumbered
+/// so that none is missing.
+fn without_checkpoints(records: Vec<Value>) -> Vec<Value> {
+    records
+        .into_iter()
+        .filter(|r| r["subject"] != "ledger.checkpoints")
+        .enumerate()
+        .map(|(i, mut r)| {
+            r["seq"] = json!(i as u64 + 1);
+            r
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_find_a_cut_tail_a_removed_aggregate_and_a_rewritten_history() {
+    let servers = Servers::start().await;
+    let (mut process, _url) = serve_ledger(&servers, "all", &[]).await;
+    let client = servers.client().await;
+    for a in ["ea", "eb", "ec"] {
+        history(&client, a).await;
+    }
+    let head = stream_head(&client).await;
+    let c = checkpoint_covering(&client, head).await;
+    process.kill().await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let out = run_ledger(&servers, &["audit", "keys"]);
+    std::fs::write(path("keys.json"), &out.stdout).unwrap();
+    let out = run_ledger(&servers, &["audit", "checkpoint"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let printed: Checkpoint = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed, c, "the newest checkpoint");
+    std::fs::write(path("checkpoint.json"), &out.stdout).unwrap();
+    let out = run_ledger(
+        &servers,
+        &["audit", "export", "--output", &path("export.jsonl")],
+    );
+    assert!(out.status.success(), "{}", stdout(&out));
+    let records = read_jsonl(std::path::Path::new(&path("export.jsonl")));
+
+    let verify = |file: &str, key: bool, checkpoint: bool| {
+        let mut args = vec![
+            "audit".to_owned(),
+            "verify".into(),
+            "--file".into(),
+            path(file),
+        ];
+        if key {
+            args.extend(["--public-key".into(), path("keys.json")]);
+        }
+        if checkpoint {
+            args.extend(["--checkpoint".into(), path("checkpoint.json")]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_ledger(&servers, &args)
+    };
+    // The export as given verifies, covered by the checkpoint.
+    let out = verify("export.jsonl", true, true);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "covered by the signed checkpoint at stream seq {}",
+            c.seq
+        )),
+        "{text}"
+    );
+
+    // 1. Its tail cut (at the end of an append, so every signature holds).
+    let mut cut = without_checkpoints(records.clone());
+    let last_append_end = cut
+        .iter()
+        .rposition(|r| !r["heads"].is_null() && r != cut.last().unwrap())
+        .unwrap();
+    cut.truncate(last_append_end + 1);
+    write_jsonl(std::path::Path::new(&path("cut.jsonl")), &cut);
+    // 2. One aggregate removed.
+    let removed: Vec<Value> = without_checkpoints(
+        records
+            .iter()
+            .filter(|r| r["subject"] != "ledger.events.acct.eb")
+            .cloned()
+            .collect(),
+    );
+    write_jsonl(std::path::Path::new(&path("removed.jsonl")), &removed);
+    // 3. One aggregate's history rewritten: a grant of 5000, the chain
+    //    recomputed over every event of the subject.
+    let mut rewritten = without_checkpoints(records.clone());
+    let mut chain = ledger_schemas::ChainHash::GENESIS;
+    for r in rewritten
+        .iter_mut()
+        .filter(|r| r["subject"] == "ledger.events.acct.ec")
+    {
+        let mut event: Value = serde_json::from_str(r["payload"].as_str().unwrap()).unwrap();
+        if event["type"] == "credits_granted" {
+            event["data"]["credits"] = json!("5000");
+            event["postings"][0]["amount"] = json!("5000");
+        }
+        let payload = event.to_string();
+        chain = chain.next(payload.as_bytes());
+        r["payload"] = json!(payload);
+        r["chain"] = json!(chain.to_hex());
+    }
+    write_jsonl(std::path::Path::new(&path("rewritten.jsonl")), &rewritten);
+
+    // Without the checkpoint each passes (the rewritten one checked as an
+    // auditor without keys would); with it each is found.
+    for (file, key_without) in [
+        ("cut.jsonl", true),
+        ("removed.jsonl", true),
+        ("rewritten.jsonl", false),
+    ] {
+        let out = verify(file, key_without, false);
+        assert!(
+            out.status.success(),
+            "{file} passes without: {}",
+            stdout(&out)
+        );
+        let out = verify(file, true, true);
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(1), "{file} found with: {text}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("finding:") && l.contains(": checkpoint_")),
+            "{file}: {text}"
+        );
+        assert!(
+            !text.contains("covered by the signed checkpoint"),
+            "{file}: {text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_under_the_old_and_the_new_key_both_verify() {
+    let servers = Servers::start().await;
+    let client = servers.client().await;
+    let (mut old, _) = serve_ledger(&servers, "all", &[]).await;
+    history(&client, "ra").await;
+    let first = checkpoint_covering(&client, stream_head(&client).await).await;
+    old.kill().await.unwrap();
+
+    // Rotated: a new signing key; the old one's public half still trusted.
+    let new_key = ledger_schemas::signing::SigningKey::generate("test-2").unwrap();
+    let old_public = test_keys().public.all()[0].to_text();
+    let trusted = format!("[\"{old_public}\"]");
+    let rotated = [
+        ("LEDGER_SIGNING_KEY", new_key.as_str()),
+        ("LEDGER_VERIFY_KEYS", trusted.as_str()),
+    ];
+    let (mut new, _) = serve_ledger(&servers, "all", &rotated).await;
+    // The old key's events still count.
+    let r = cmd(
+        &client,
+        "consume",
+        json!({"idempotency_key": "ra-rotated", "account_id": "ra", "service": "sms",
+            "quantity": 1, "credits": "4"}),
+    )
+    .await;
+    assert_eq!(credits(&r["balances"]["general"]), 40.into(), "{r}");
+    let second = checkpoint_covering(&client, stream_head(&client).await).await;
+    new.kill().await.unwrap();
+
+    let stream = stream(&client).await;
+    let all = ledger::audit::checkpoints(&stream, "ledger.checkpoints")
+        .await
+        .unwrap();
+    let both = ledger_schemas::signing::PublicKeys::new([
+        test_keys().public.all()[0].clone(),
+        ledger_schemas::signing::SigningKey::parse(&new_key)
+            .unwrap()
+            .public(),
+    ]);
+    let ids: Vec<&str> = all.iter().map(|(_, c)| c.verify(&both).unwrap()).collect();
+    assert!(
+        ids.contains(&"test-1") && ids.contains(&"test-2"),
+        "{ids:?}"
+    );
+    assert!(all.iter().any(|(_, c)| *c == first) && all.last().unwrap().1 == second);
+    for pair in all.windows(2) {
+        assert_eq!(
+            pair[1].1.previous,
+            pair[0].1.hash(),
+            "one chain across keys"
+        );
+    }
+    // The audit with both keys finds nothing; with the new key alone, the
+    // old key's appends and checkpoints are not trusted.
+    let out = run_ledger_with(&servers, &["audit", "verify", "--no-read-models"], &rotated);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("(key test-2"), "{text}");
+    let out = run_ledger_with(
+        &servers,
+        &["audit", "verify", "--no-read-models"],
+        &[
+            ("LEDGER_SIGNING_KEY", new_key.as_str()),
+            ("LEDGER_VERIFY_KEYS", "[]"),
+        ],
+    );
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(": checkpoint_signature: signed by key \"test-1\""),
+        "{text}"
+    );
+}
