@@ -25,7 +25,7 @@ pub const NO_PREVIOUS: &str = "0000000000000000000000000000000000000000000000000
 
 /// One aggregate as of a checkpoint: its subject, the stream sequence of
 /// its last genuine event, and that event's chain value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Leaf {
     pub subject: String,
     pub seq: u64,
@@ -52,7 +52,7 @@ pub fn tree(mut leaves: Vec<Leaf>) -> (Vec<Leaf>, merkle::Hash) {
 }
 
 /// A signed checkpoint, as appended to `ledger.checkpoints`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Checkpoint {
     /// Always `1`.
     pub version: u32,
@@ -130,7 +130,7 @@ impl Checkpoint {
 /// What a customer can be handed with a statement: their account's events
 /// up to a signed checkpoint, the balances they add up to, and the path
 /// from the account's leaf to the checkpoint's root.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Proof {
     /// Always `1`.
     pub version: u32,

@@ -122,6 +122,11 @@ pub fn all() -> Vec<(String, Value)> {
     add("usage/usage_message.json", root::<UsageMessage>());
     add("usage/usage_batch.json", root::<UsageBatch>());
     add("error.json", root::<ErrorBody>());
+    add(
+        "audit/checkpoint.json",
+        root::<crate::checkpoint::Checkpoint>(),
+    );
+    add("audit/proof.json", root::<crate::checkpoint::Proof>());
     files
 }
 
