@@ -78,6 +78,7 @@ fn request(name: CommandName) -> Value {
         CommandName::Reverse => json!({"bucket": "general", "credits": "1", "refund_id": "rfnd_1",
             "topup_id": id}),
         CommandName::GetBalance => json!({}),
+        CommandName::SetAlert => json!({"service": "sms", "threshold": "5"}),
         CommandName::ConsumeBatch => {
             return json!({"items": [request(CommandName::Consume), request(CommandName::Consume)]});
         }

@@ -130,6 +130,22 @@ pub struct TransferRequest {
     pub credits: Credits,
 }
 
+/// Sets (or, without `threshold`, removes) a balance alert: for one
+/// service's spendable credits (its bucket and `general`), or without
+/// `service` for the account's total. It fires once when the balance
+/// crosses below the threshold and once when it recovers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetAlertRequest {
+    pub idempotency_key: IdempotencyKey,
+    pub account_id: AccountId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<Service>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<PositiveCredits>")]
+    pub threshold: Option<Credits>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdjustRequest {
@@ -228,12 +244,26 @@ pub struct CommandReply {
     pub reservation_id: Option<Id>,
     /// The stream sequence of the event: read models at or past it reflect it.
     pub stream_seq: u64,
+    /// The balance alerts the account is under after the command (each
+    /// fired `low` once, when the balance crossed below its threshold).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub below_threshold: Vec<BelowThreshold>,
     /// The event's JSON exactly as stored, when the ledger has it at hand:
     /// [`CommandReply::to_json`] writes these bytes rather than serialising
     /// the event a second time. Not part of the wire form.
     #[serde(skip)]
     #[schemars(skip)]
     pub event_json: Option<bytes::Bytes>,
+}
+
+/// A balance alert the account is under.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct BelowThreshold {
+    /// The service whose spendable credits it watches; none: the total.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<Service>,
+    pub threshold: Credits,
+    pub spendable: SignedCredits,
 }
 
 impl CommandReply {
@@ -256,6 +286,10 @@ impl CommandReply {
         }
         out.extend_from_slice(b",\"stream_seq\":");
         out.extend_from_slice(self.stream_seq.to_string().as_bytes());
+        if !self.below_threshold.is_empty() {
+            out.extend_from_slice(b",\"below_threshold\":");
+            serde_json::to_writer(&mut out, &self.below_threshold).expect("alerts serialise");
+        }
         out.push(b'}');
         out
     }
@@ -347,6 +381,11 @@ mod tests {
             .into(),
             reservation_id: Some(Id::parse("01930000-0000-7000-8000-000000000002").unwrap()),
             stream_seq: 42,
+            below_threshold: vec![BelowThreshold {
+                service: None,
+                threshold: Credits::parse("10").unwrap(),
+                spendable: SignedCredits::ZERO,
+            }],
             event_json: None,
         };
         let by_serde = serde_json::to_vec(&reply).unwrap();
@@ -354,6 +393,7 @@ mod tests {
         reply.event_json = Some(serde_json::to_vec(&event).unwrap().into());
         assert_eq!(reply.to_json(), by_serde);
         reply.reservation_id = None;
+        reply.below_threshold.clear();
         reply.event_json = None;
         let by_serde = serde_json::to_vec(&reply).unwrap();
         reply.event_json = Some(serde_json::to_vec(&event).unwrap().into());

@@ -217,6 +217,39 @@ pub enum ReleaseReason {
     Expired,
 }
 
+/// A balance alert's threshold set (or removed, without `threshold`) for
+/// one service's spendable credits (its bucket and `general`), or without
+/// `service` for the account's total (every bucket).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AlertSet {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<Service>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<Credits>,
+}
+
+/// Which way a balance crossed its alert's threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    /// The spendable balance went below the threshold.
+    Low,
+    /// It is back at or above it.
+    Recovered,
+}
+
+/// A balance crossed an alert's threshold: recorded once per crossing,
+/// right after the event that crossed it (in the same append).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct BalanceAlert {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<Service>,
+    pub threshold: Credits,
+    pub state: AlertState,
+    /// The spendable balance after the crossing.
+    pub spendable: SignedCredits,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AccountOpened {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -563,6 +596,8 @@ events! {
     DisputeOpened(DisputeOpened) = "dispute_opened",
     DisputeClosed(DisputeClosed) = "dispute_closed",
     TopupAbandoned(TopupAbandoned) = "topup_abandoned",
+    AlertSet(AlertSet) = "alert_set",
+    BalanceAlert(BalanceAlert) = "balance_alert",
 }
 
 impl EventType {
@@ -613,7 +648,9 @@ impl EventData {
             | EventData::ReservationReleased(_)
             | EventData::CreditsTransferred(_)
             | EventData::CreditsReversed(_)
-            | EventData::CreditsAdjusted(_) => None,
+            | EventData::CreditsAdjusted(_)
+            | EventData::AlertSet(_)
+            | EventData::BalanceAlert(_) => None,
         }
     }
 }

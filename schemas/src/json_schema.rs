@@ -110,6 +110,7 @@ pub fn all() -> Vec<(String, Value)> {
     add("commands/transfer.json", root::<TransferRequest>());
     add("commands/adjust.json", root::<AdjustRequest>());
     add("commands/reverse.json", root::<ReverseRequest>());
+    add("commands/set_alert.json", root::<SetAlertRequest>());
     add("commands/get_balance.json", root::<GetBalanceRequest>());
     add("http/create_topup.json", root::<CreateTopupRequest>());
     add("http/checkout.json", root::<CheckoutRequest>());

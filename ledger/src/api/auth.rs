@@ -27,6 +27,8 @@ pub enum Action {
     TopUp,
     /// Operations endpoints.
     ReadOps,
+    /// Set balance alerts (operators, and the console for its accounts).
+    Alert,
 }
 
 /// Who is asking.
@@ -61,10 +63,10 @@ impl Principal {
             Role::Admin => true,
             Role::Ops => matches!(
                 action,
-                OpenAccount | Operate | Transfer | ReadAccount | ReadOps
+                OpenAccount | Operate | Transfer | ReadAccount | ReadOps | Alert
             ),
             Role::Service => matches!(action, Spend | ReadAccount),
-            Role::Console => matches!(action, Transfer | ReadAccount | TopUp),
+            Role::Console => matches!(action, Transfer | ReadAccount | TopUp | Alert),
             Role::Auditor => matches!(action, ReadAccount | ReadOps),
             Role::Gateway => matches!(action, Operate | ReadAccount),
         };

@@ -71,6 +71,7 @@ pub fn action_of(name: CommandName) -> auth::Action {
         CommandName::Grant | CommandName::Adjust | CommandName::Reverse => Action::Operate,
         CommandName::Transfer => Action::Transfer,
         CommandName::GetBalance => Action::ReadAccount,
+        CommandName::SetAlert => Action::Alert,
     }
 }
 
@@ -156,6 +157,10 @@ keyed!(CaptureRequest, |r| Command::Capture {
 });
 keyed!(ReleaseRequest, |r| Command::Release {
     reservation_id: r.reservation_id
+});
+keyed!(SetAlertRequest, |r| Command::SetAlert {
+    service: r.service,
+    threshold: r.threshold,
 });
 keyed!(TransferRequest, |r| Command::Transfer {
     from_bucket: r.from_bucket,
@@ -257,6 +262,7 @@ pub fn parse(
         CommandName::Grant => keyed::<GrantRequest>(name, body, actor),
         CommandName::Adjust => keyed::<AdjustRequest>(name, body, actor),
         CommandName::Reverse => keyed::<ReverseRequest>(name, body, actor),
+        CommandName::SetAlert => keyed::<SetAlertRequest>(name, body, actor),
         CommandName::GetBalance => {
             let r: GetBalanceRequest = decode_request(body)?;
             Ok(Parsed::Balance(r.account_id))

@@ -216,7 +216,9 @@ fn command_errors(name: CommandName) -> Vec<ErrorCode> {
         CommandName::Capture | CommandName::Release => {
             &[ReservationNotFound, ReservationClosed, InsufficientCredits]
         }
-        CommandName::Grant | CommandName::Adjust | CommandName::Reverse => &[UnknownService],
+        CommandName::Grant | CommandName::Adjust | CommandName::Reverse | CommandName::SetAlert => {
+            &[UnknownService]
+        }
     };
     written.iter().chain(domain).copied().collect()
 }
@@ -322,6 +324,7 @@ pub fn ledger_paths(d: &mut Doc, accepts: &Accepts) {
             CommandName::Adjust => (d.schema::<AdjustRequest>(), reply.clone()),
             CommandName::Reverse => (d.schema::<ReverseRequest>(), reply.clone()),
             CommandName::GetBalance => (d.schema::<GetBalanceRequest>(), balance.clone()),
+            CommandName::SetAlert => (d.schema::<SetAlertRequest>(), reply.clone()),
         };
         let path = format!("/v1/commands/{}", name.as_str());
         let mut op = Op::new(

@@ -392,6 +392,28 @@ impl Verifier {
                 return self.find(r, "refusal", detail);
             }
         }
+        // Alerts fire exactly at the crossings the replay shows: right
+        // after the event that crossed, once, and never otherwise.
+        let due = account.alerts_due();
+        let alert_finding = match (&envelope.body, due.first()) {
+            (EventData::BalanceAlert(a), Some(d)) if a == d => None,
+            (EventData::BalanceAlert(a), _) => Some(format!(
+                "a {:?} alert at {} with no crossing of the replay behind it",
+                a.state, a.threshold
+            )),
+            (_, Some(d)) => Some(format!(
+                "the balance crossed {} ({:?}, spendable {}) and no alert followed",
+                d.threshold, d.state, d.spendable
+            )),
+            (_, None) => None,
+        };
+        if let Some(detail) = alert_finding {
+            self.find(r, "alert", detail);
+        }
+        let account = self
+            .accounts
+            .get_mut(&envelope.account_id)
+            .expect("replayed above");
         let before: HashMap<Bucket, SignedCredits> =
             account.balances().map(|(b, v)| (b.clone(), v)).collect();
         account.evolve(&envelope.body);
@@ -598,7 +620,25 @@ impl Verifier {
                 self.check_sealed(&r, Some(seal));
             }
         }
+        let missing: Vec<(String, String)> = self
+            .accounts
+            .iter()
+            .filter_map(|(id, a)| {
+                let d = a.alerts_due().into_iter().next()?;
+                Some((
+                    format!("{}.acct.{id}", self.prefix),
+                    format!(
+                        "the balance crossed {} ({:?}) and no alert followed",
+                        d.threshold, d.state
+                    ),
+                ))
+            })
+            .collect();
         self.compare_if_reached(None);
+        let at = self.last_seq();
+        for (subject, detail) in missing {
+            self.find_at(at, &subject, "alert", detail);
+        }
         let mut replayed: BTreeMap<String, Decimal> = BTreeMap::new();
         for (id, account) in &self.accounts {
             for (b, v) in account.balances() {
@@ -1215,5 +1255,47 @@ mod tests {
         );
         let never = refused(ErrorCode::InvalidRequest, serde_json::json!({}));
         assert_eq!(log.append(never), ["refusal"], "never remembered");
+    }
+
+    #[test]
+    fn alerts_must_fire_exactly_at_the_crossings_of_the_replay() {
+        let alert = |state: AlertState, spendable: &str| {
+            EventData::BalanceAlert(BalanceAlert {
+                service: None,
+                threshold: Credits::parse("5").unwrap(),
+                state,
+                spendable: SignedCredits::parse(spendable).unwrap(),
+            })
+        };
+        let set = EventData::AlertSet(AlertSet {
+            service: None,
+            threshold: Some(Credits::parse("5").unwrap()),
+        });
+        // Right: each crossing followed by its alert, once.
+        let mut log = Log::funded("6");
+        assert!(log.append(set.clone()).is_empty());
+        assert!(log.append(consumed("2")).is_empty());
+        assert!(log.append(alert(AlertState::Low, "4")).is_empty());
+        assert!(log.append(consumed("1")).is_empty(), "no second low");
+        assert!(log.append(grant("3")).is_empty());
+        assert!(log.append(alert(AlertState::Recovered, "6")).is_empty());
+        assert!(log.finish().is_empty());
+        // A crossing without its alert, found at the next event and at the end.
+        let mut log = Log::funded("6");
+        assert!(log.append(set.clone()).is_empty());
+        assert!(log.append(consumed("2")).is_empty());
+        assert_eq!(log.append(consumed("1")), ["alert"]);
+        assert_eq!(log.finish(), ["alert"]);
+        // An alert with no crossing behind it, and one repeated.
+        let mut log = Log::funded("6");
+        assert!(log.append(set).is_empty());
+        assert_eq!(log.append(alert(AlertState::Low, "6")), ["alert"]);
+        let mut log = Log::funded("6");
+        assert!(log.append(consumed("2")).is_empty());
+        assert_eq!(
+            log.append(alert(AlertState::Low, "4")),
+            ["alert"],
+            "no alert set"
+        );
     }
 }

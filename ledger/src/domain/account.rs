@@ -52,6 +52,15 @@ pub struct Account {
     /// Recently closed reservations, oldest first, bounded.
     closed_order: VecDeque<Id>,
     closed: HashMap<Id, Closure>,
+    /// Balance alerts by scope (a service, or `None` for the total).
+    alerts: BTreeMap<Option<Service>, Alert>,
+}
+
+/// One balance alert: its threshold, and whether it last fired low.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    pub threshold: Credits,
+    pub low: bool,
 }
 
 impl Account {
@@ -65,6 +74,7 @@ impl Account {
             reservations: BTreeMap::new(),
             closed_order: VecDeque::new(),
             closed: HashMap::new(),
+            alerts: BTreeMap::new(),
         }
     }
 
@@ -129,6 +139,46 @@ impl Account {
         out
     }
 
+    /// The balance alerts set, by scope.
+    pub fn alerts(&self) -> &BTreeMap<Option<Service>, Alert> {
+        &self.alerts
+    }
+
+    /// What an alert watches: a service's bucket and `general`, or (no
+    /// service) every bucket.
+    pub fn spendable(&self, service: Option<&Service>) -> Decimal {
+        match service {
+            Some(s) => self.balance(&Bucket::from(s)) + self.balance(&Bucket::general()),
+            None => self.balances.values().copied().sum(),
+        }
+    }
+
+    /// The alerts the balances now call for: each alert whose balance is
+    /// below its threshold and that has not fired low since, and each that
+    /// fired low and is back at or above it. Once recorded, an alert is
+    /// not due again until the balance crosses back: one per crossing.
+    pub fn alerts_due(&self) -> Vec<ledger_schemas::BalanceAlert> {
+        use ledger_schemas::{AlertState, BalanceAlert};
+        self.alerts
+            .iter()
+            .filter_map(|(service, a)| {
+                let spendable = self.spendable(service.as_ref());
+                let below = spendable < a.threshold.get();
+                let state = match (a.low, below) {
+                    (false, true) => AlertState::Low,
+                    (true, false) => AlertState::Recovered,
+                    _ => return None,
+                };
+                Some(BalanceAlert {
+                    service: service.clone(),
+                    threshold: a.threshold,
+                    state,
+                    spendable: clamped(spendable),
+                })
+            })
+            .collect()
+    }
+
     /// Applies one event. Events come from the log, which the command side
     /// only writes after `decide` accepted them, so a broken invariant here is
     /// a corrupt log and stops the process rather than guessing.
@@ -184,6 +234,23 @@ impl Account {
             | EventData::DisputeOpened(_)
             | EventData::DisputeClosed(_)
             | EventData::TopupAbandoned(_) => {}
+            EventData::AlertSet(e) => match e.threshold {
+                Some(threshold) => {
+                    let alert = Alert {
+                        threshold,
+                        low: false,
+                    };
+                    self.alerts.insert(e.service.clone(), alert);
+                }
+                None => {
+                    self.alerts.remove(&e.service);
+                }
+            },
+            EventData::BalanceAlert(e) => {
+                if let Some(a) = self.alerts.get_mut(&e.service) {
+                    a.low = e.state == ledger_schemas::AlertState::Low;
+                }
+            }
         }
     }
 
@@ -220,6 +287,13 @@ impl Account {
             }
         }
     }
+}
+
+/// A sum of buckets (each within range) as credits, held to the range's
+/// ends: an alert's report of a total past 10^15 says "at least 10^15".
+pub fn clamped(d: Decimal) -> SignedCredits {
+    let max = ledger_schemas::Credits::max_value();
+    to_signed(d.clamp(-max, max))
 }
 
 /// Balances stay within `SignedCredits`' range because `decide` refuses any

@@ -80,6 +80,11 @@ pub enum Command {
         delta: SignedCredits,
         reason: Text,
     },
+    /// Sets (or removes) a balance alert.
+    SetAlert {
+        service: Option<Service>,
+        threshold: Option<Credits>,
+    },
 }
 
 /// The commands of the contract, by their subject name.
@@ -97,10 +102,11 @@ pub enum CommandName {
     GetBalance,
     /// Many `consume` requests, each decided on its own key.
     ConsumeBatch,
+    SetAlert,
 }
 
 impl CommandName {
-    pub const ALL: [CommandName; 11] = [
+    pub const ALL: [CommandName; 12] = [
         CommandName::OpenAccount,
         CommandName::Consume,
         CommandName::Reserve,
@@ -112,6 +118,7 @@ impl CommandName {
         CommandName::Reverse,
         CommandName::GetBalance,
         CommandName::ConsumeBatch,
+        CommandName::SetAlert,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -127,6 +134,7 @@ impl CommandName {
             CommandName::Reverse => "reverse",
             CommandName::GetBalance => "get_balance",
             CommandName::ConsumeBatch => "consume_batch",
+            CommandName::SetAlert => "set_alert",
         }
     }
 }
@@ -146,6 +154,7 @@ impl Command {
             Command::Transfer { .. } => CommandName::Transfer,
             Command::Reverse { .. } => CommandName::Reverse,
             Command::Adjust { .. } => CommandName::Adjust,
+            Command::SetAlert { .. } => CommandName::SetAlert,
         };
         name.as_str()
     }
@@ -233,8 +242,46 @@ pub fn decide(
             delta,
             reason,
         } => vec![adjust(account, ctx, bucket, *delta, reason)?],
+        Command::SetAlert { service, threshold } => {
+            if let Some(s) = service {
+                if !ctx.catalog.knows(s) {
+                    return Err(DomainError::UnknownService {
+                        name: s.to_string(),
+                    });
+                }
+            }
+            vec![EventData::AlertSet(AlertSet {
+                service: service.clone(),
+                threshold: *threshold,
+            })]
+        }
     };
-    Ok(data.into_iter().map(|d| new_event(account, d)).collect())
+    let events = data.into_iter().map(|d| new_event(account, d)).collect();
+    Ok(with_alerts(account, events))
+}
+
+/// `events` with the balance alerts they cause, each right after the
+/// event that crossed its threshold (so a replay of the log sees every
+/// crossing where it happened).
+fn with_alerts(account: &Account, events: Vec<NewEvent>) -> Vec<NewEvent> {
+    let setting = events
+        .iter()
+        .any(|e| matches!(e.data, EventData::AlertSet(_)));
+    if account.alerts().is_empty() && !setting {
+        return events;
+    }
+    let mut state = account.clone();
+    let mut out = Vec::with_capacity(events.len() + 1);
+    for e in events {
+        state.evolve(&e.data);
+        out.push(e);
+        for alert in state.alerts_due() {
+            let data = EventData::BalanceAlert(alert);
+            state.evolve(&data);
+            out.push(new_event(&state, data));
+        }
+    }
+    out
 }
 
 /// The event that remembers a refusal under the command's key: for the

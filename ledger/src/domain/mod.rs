@@ -17,7 +17,7 @@ mod decide;
 mod error;
 mod postings;
 
-pub use account::{Account, Closure, Reservation};
+pub use account::{Account, Alert, Closure, Reservation, clamped};
 pub use catalog::{Catalog, CatalogError};
 pub use decide::{Command, CommandName, Context, NewEvent, Shortfall, decide, refusal};
 pub use error::DomainError;

@@ -94,6 +94,8 @@ pub fn postings_for(account: &AccountId, event: &EventData) -> Vec<Posting> {
         EventData::AccountOpened(_)
         | EventData::UsageRejected(_)
         | EventData::CommandRefused(_)
+        | EventData::AlertSet(_)
+        | EventData::BalanceAlert(_)
         | EventData::TopupQuoted(_)
         | EventData::GatewayOrderCreated(_)
         | EventData::PaymentObserved(_)

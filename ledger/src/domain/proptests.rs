@@ -96,6 +96,18 @@ fn money_command() -> impl Strategy<Value = Command> {
     ]
 }
 
+/// Setting or removing a balance alert.
+fn alert_command() -> impl Strategy<Value = Command> {
+    (
+        proptest::option::of(service()),
+        proptest::option::of(0u64..=30_000_000),
+    )
+        .prop_map(|(service, micro)| Command::SetAlert {
+            service,
+            threshold: micro.map(|m| Credits::new(Decimal::new(m as i64, 6)).unwrap()),
+        })
+}
+
 fn is_usage(c: &Command) -> bool {
     !matches!(
         c,
@@ -103,13 +115,14 @@ fn is_usage(c: &Command) -> bool {
             | Command::Reverse { .. }
             | Command::Adjust { .. }
             | Command::Open { .. }
+            | Command::SetAlert { .. }
     )
 }
 
 /// A step: a command and how many seconds pass before it.
 fn steps(money: bool) -> impl Strategy<Value = Vec<(Command, u64)>> {
     let command = if money {
-        prop_oneof![3 => usage_command(), 2 => money_command()].boxed()
+        prop_oneof![3 => usage_command(), 2 => money_command(), 1 => alert_command()].boxed()
     } else {
         usage_command().boxed()
     };
@@ -225,6 +238,55 @@ proptest! {
             .map(|s| serde_json::from_str::<EventEnvelope>(s).unwrap().body)
             .collect();
         prop_assert_eq!(Account::replay(acct(), &read), account);
+    }
+
+    /// After every event and the alerts that follow it, each alert's last
+    /// recorded state says whether its balance is below the threshold, and
+    /// alerts only ever record a change: one per crossing, none between.
+    #[test]
+    fn alerts_fire_once_per_crossing_and_never_between(steps in steps(true)) {
+        let Run { events, .. } = run(&steps, |_, _, _| {});
+        // Balances folded without the alert logic: only what moves credits.
+        let mut balances = Account::new(acct());
+        // Per scope: the threshold, and whether the last alert said low.
+        let mut alerts: BTreeMap<Option<Service>, (Decimal, bool)> = BTreeMap::new();
+        let mut fired = 0;
+        let check = |balances: &Account, alerts: &BTreeMap<Option<Service>, (Decimal, bool)>| {
+            for (scope, (threshold, low)) in alerts {
+                let below = balances.spendable(scope.as_ref()) < *threshold;
+                prop_assert_eq!(below, *low, "scope {:?} threshold {}", scope, threshold);
+            }
+            Ok(())
+        };
+        for (i, e) in events.iter().enumerate() {
+            match &e.data {
+                EventData::BalanceAlert(a) => {
+                    fired += 1;
+                    let entry = alerts.get_mut(&a.service).expect("an alert that is set");
+                    prop_assert_eq!(entry.0, a.threshold.get());
+                    let low = a.state == AlertState::Low;
+                    prop_assert_ne!(entry.1, low, "an alert that changes nothing");
+                    entry.1 = low;
+                }
+                EventData::AlertSet(set) => match set.threshold {
+                    Some(t) => {
+                        alerts.insert(set.service.clone(), (t.get(), false));
+                    }
+                    None => {
+                        alerts.remove(&set.service);
+                    }
+                },
+                other => balances.evolve(other),
+            }
+            let group_ends = !matches!(
+                events.get(i + 1).map(|n| &n.data),
+                Some(EventData::BalanceAlert(_))
+            );
+            if group_ends {
+                check(&balances, &alerts)?;
+            }
+        }
+        let _ = fired;
     }
 
     #[test]

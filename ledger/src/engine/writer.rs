@@ -388,11 +388,20 @@ impl Writer {
             };
             let mut last_envelope = None;
             for ne in new_events {
-                let envelope = job.request.origin().envelope(ne.data, ne.postings, now);
+                let alert = matches!(ne.data, EventData::BalanceAlert(_));
+                let mut envelope = job.request.origin().envelope(ne.data, ne.postings, now);
+                if alert {
+                    // The command's outcome is its own event; an alert it
+                    // caused holds no key (nothing answers a repeat from it).
+                    envelope.idempotency_key = None;
+                    envelope.request_hash = None;
+                }
                 let (message, next) = AppendMessage::chained(&self.subject, &envelope, chain);
                 chain = next;
                 work.evolve(&envelope.body);
-                last_envelope = Some((envelope, message.payload.clone()));
+                if !alert {
+                    last_envelope = Some((envelope, message.payload.clone()));
+                }
                 messages.push(message);
             }
             decisions.push(match (refused, last_envelope) {
@@ -638,12 +647,23 @@ fn reply_from(
         EventData::CreditsReserved(r) => Some(r.reservation_id),
         _ => None,
     };
+    let below_threshold = state
+        .alerts()
+        .iter()
+        .filter(|(_, a)| a.low)
+        .map(|(service, a)| ledger_schemas::BelowThreshold {
+            service: service.clone(),
+            threshold: a.threshold,
+            spendable: crate::domain::clamped(state.spendable(service.as_ref())),
+        })
+        .collect();
     CommandReply {
         event,
         balances,
         reserved,
         reservation_id,
         stream_seq,
+        below_threshold,
         event_json: None,
     }
 }
