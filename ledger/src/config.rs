@@ -255,6 +255,14 @@ pub struct Config {
     pub checkpoint_interval_s: u64,
     /// … and as soon as this many stream messages follow the last one.
     pub checkpoint_events_max: u64,
+    /// Where balance alerts are delivered (HTTPS; plain HTTP only to a
+    /// loopback address), each signed with `alert_webhook_secret`
+    /// (`X-Ledger-Signature`). Unset: alerts are only recorded and
+    /// published on `ledger.alerts.<account_id>`.
+    pub alert_webhook_url: Option<String>,
+    pub alert_webhook_secret: Option<Secret>,
+    /// The longest wait between two delivery attempts of one alert.
+    pub alert_webhook_backoff_max_s: u64,
     /// The role of each NATS account that imports the command service (its
     /// requests carry `Nats-Request-Info`); deploy/nats/accounts.conf's by
     /// default. A request from another account is refused.
@@ -297,6 +305,9 @@ impl Default for Config {
             verify_keys: Vec::new(),
             checkpoint_interval_s: 60,
             checkpoint_events_max: 10_000,
+            alert_webhook_url: None,
+            alert_webhook_secret: None,
+            alert_webhook_backoff_max_s: 300,
             stream_name: "LEDGER".into(),
             usage_stream_name: "LEDGER_USAGE".into(),
             subject_prefix: "ledger".into(),
@@ -345,6 +356,11 @@ impl Config {
             "checkpoint_events_max must be at least 1"
         );
         self.keys()?;
+        self.alert_webhook()?;
+        anyhow::ensure!(
+            (1..=86_400).contains(&self.alert_webhook_backoff_max_s),
+            "alert_webhook_backoff_max_s must be from 1 to 86400"
+        );
         let l = &self.limits;
         anyhow::ensure!(
             (1..=1000).contains(&l.batch_messages_max),
@@ -395,6 +411,19 @@ impl Config {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| anyhow::anyhow!("verify_keys: {e}"))?;
         Ok(Keys::new(signing, verify))
+    }
+
+    /// The alert webhook, when one is configured.
+    pub fn alert_webhook(&self) -> anyhow::Result<Option<crate::alerts::Webhook>> {
+        match (&self.alert_webhook_url, &self.alert_webhook_secret) {
+            (None, _) => Ok(None),
+            (Some(_), None) => {
+                anyhow::bail!("alert_webhook_url needs alert_webhook_secret to sign deliveries")
+            }
+            (Some(url), Some(secret)) => {
+                crate::alerts::Webhook::new(url, secret.expose()).map(Some)
+            }
+        }
     }
 
     /// The subject of signed checkpoints on stream `LEDGER`.

@@ -13,6 +13,7 @@
 //!   health, metrics, the OpenAPI document) with its extractors and errors,
 //!   and tokens.
 //! - [`intake`]: the usage intake (stream `LEDGER_USAGE`).
+//! - [`alerts`]: balance alerts published and delivered to a webhook.
 //! - [`audit`]: `ledger audit verify | replay | export`.
 //! - [`config`], [`metrics`], [`db`] (pool and migrations), and [`serve`]:
 //!   a [`serve::Process`] with the command and projections roles.
@@ -20,6 +21,7 @@
 //! Top-ups are `ledger-gateway-adapter`'s; the `ledger` binary that wires
 //! the roles together is `ledger-cli` (`ledger/cli`).
 
+pub mod alerts;
 pub mod api;
 pub mod audit;
 pub mod config;

@@ -393,8 +393,22 @@ pub async fn command(p: &mut Process, config: &Config) -> anyhow::Result<()> {
 }
 
 /// The projections role: one projector per read model (each takes its
-/// advisory lock, so a second process stands by).
+/// advisory lock, so a second process stands by), and the alert dispatcher.
 pub fn projections(p: &mut Process, config: &Config) {
+    let dispatcher = crate::alerts::Dispatcher {
+        database_url: config.database_url.clone(),
+        stream: p.store.stream().clone(),
+        trust: p.store.trust(),
+        client: p.client.clone(),
+        settings: crate::alerts::AlertSettings {
+            subject_prefix: config.subject_prefix.clone(),
+            // Checked when the configuration was loaded.
+            webhook: config.alert_webhook().ok().flatten(),
+            backoff_max: Duration::from_secs(config.alert_webhook_backoff_max_s),
+        },
+    };
+    let token = p.shutdown.clone();
+    p.spawn(async move { dispatcher.run(token).await });
     let board = ledger_projections::projector::StatusBoard::default();
     for projection in ledger_projections::projector::Projection::ALL {
         let projector = ledger_projections::projector::Projector {

@@ -177,7 +177,8 @@ mod tests {
                 "V1__command_side",
                 "V2__gateway",
                 "V3__topup_keys",
-                "V4__key_index"
+                "V4__key_index",
+                "V5__alerts"
             ]
         );
     }

@@ -1,6 +1,7 @@
 //! Integration tests of the command side against real servers started by
 //! `ledger-testkit` (one test binary for the crate).
 
+mod alerts;
 mod audit;
 mod batches;
 mod browser;

@@ -1,0 +1,280 @@
+//! Balance alerts as deployed: a `ledger` process of its own, many
+//! concurrent commands around a threshold, a webhook receiver that is down
+//! for a while, and a subscriber on `ledger.alerts.<account_id>`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+const SECRET: &str = "alert-webhook-secret-for-tests";
+
+/// What the webhook receiver got: per event id, how many deliveries, and
+/// whether every signature checked.
+#[derive(Default)]
+struct Received {
+    count: BTreeMap<String, u32>,
+    bad_signatures: u32,
+}
+
+fn signed(secret: &str, t: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(t.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+async fn receiver(port: u16, received: Arc<Mutex<Received>>) -> tokio::task::JoinHandle<()> {
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: bytes::Bytes| {
+            let received = received.clone();
+            async move {
+                let header = |n: &str| {
+                    headers
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                let id = header("x-ledger-event-id");
+                let signature = header("x-ledger-signature");
+                let (t, v1) = signature
+                    .split_once(",v1=")
+                    .map(|(t, v)| (t.trim_start_matches("t=").to_owned(), v.to_owned()))
+                    .unwrap_or_default();
+                let event: Value = serde_json::from_slice(&body).unwrap_or_default();
+                let mut r = received.lock().unwrap();
+                if v1 != signed(SECRET, &t, &body) || event["event_id"] != id.as_str() {
+                    r.bad_signatures += 1;
+                }
+                *r.count.entry(id).or_default() += 1;
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    })
+}
+
+fn credits(v: &Value) -> Decimal {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_commands_around_a_threshold_fire_once_per_crossing_and_each_delivery_arrives_once()
+ {
+    let servers = Servers::start().await;
+    let port = free_port().await;
+    let hook = format!("http://127.0.0.1:{port}/hook");
+    let (mut process, _url) = serve_ledger(
+        &servers,
+        "all",
+        &[
+            ("LEDGER_ALERT_WEBHOOK_URL", hook.as_str()),
+            ("LEDGER_ALERT_WEBHOOK_SECRET", SECRET),
+            ("LEDGER_ALERT_WEBHOOK_BACKOFF_MAX_S", "2"),
+        ],
+    )
+    .await;
+    let client = servers.client().await;
+    let mut published = client.subscribe("ledger.alerts.al").await.unwrap();
+    client.flush().await.unwrap();
+    funded(&client, "al", "550").await;
+    let r = cmd(
+        &client,
+        "set_alert",
+        json!({"idempotency_key": "alert-total", "account_id": "al", "threshold": "550"}),
+    )
+    .await;
+    assert!(code(&r).is_none(), "{r}");
+
+    // 500 spends and 500 grants of one credit, in random order, 40 at a
+    // time: the total wanders around 550 and crosses it again and again.
+    let mut order: Vec<bool> = (0..1000).map(|i| i % 2 == 0).collect();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for i in (1..order.len()).rev() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        order.swap(i, (seed % (i as u64 + 1)) as usize);
+    }
+    let results = futures::stream::iter(order.into_iter().enumerate())
+        .map(|(i, spend)| {
+            let client = client.clone();
+            async move {
+                let r = if spend {
+                    cmd(
+                        &client,
+                        "consume",
+                        json!({"idempotency_key": format!("c-{i}"), "account_id": "al",
+                            "service": "sms", "quantity": 1, "credits": "1"}),
+                    )
+                    .await
+                } else {
+                    cmd(
+                        &client,
+                        "grant",
+                        json!({"idempotency_key": format!("g-{i}"), "account_id": "al",
+                            "bucket": "general", "credits": "1", "source": "promotion"}),
+                    )
+                    .await
+                };
+                assert!(code(&r).is_none(), "{r}");
+            }
+        })
+        .buffer_unordered(40)
+        .collect::<Vec<()>>()
+        .await;
+    assert_eq!(results.len(), 1000);
+
+    // From the log alone: the total after each event, the crossings it
+    // shows, and the alerts recorded.
+    let log = log_of(&client, "al").await;
+    let threshold = Decimal::from(550);
+    let (mut total, mut below) = (Decimal::ZERO, false);
+    let (mut downs, mut ups) = (0, 0);
+    let mut alerts: Vec<(String, String)> = Vec::new();
+    let mut previous_crossed = false;
+    // Crossings count once the alert is set (its state then: not low).
+    let mut armed = false;
+    for e in &log {
+        let v = serde_json::to_value(e).unwrap();
+        match v["type"].as_str().unwrap() {
+            "credits_granted" => total += credits(&v["data"]["credits"]),
+            "credits_consumed" => total -= credits(&v["data"]["credits"]),
+            "balance_alert" => {
+                assert!(previous_crossed, "an alert right after a crossing: {v}");
+                alerts.push((
+                    v["event_id"].as_str().unwrap().to_owned(),
+                    v["data"]["state"].as_str().unwrap().to_owned(),
+                ));
+                previous_crossed = false;
+                continue;
+            }
+            "alert_set" => {
+                armed = true;
+                below = false;
+            }
+            _ => {}
+        }
+        if !armed {
+            continue;
+        }
+        let now_below = total < threshold;
+        previous_crossed = now_below != below;
+        match (below, now_below) {
+            (false, true) => downs += 1,
+            (true, false) => ups += 1,
+            _ => {}
+        }
+        below = now_below;
+    }
+    assert_eq!(total, threshold, "500 spent, 500 granted");
+    assert!(
+        downs > 1,
+        "the load crossed the threshold repeatedly ({downs})"
+    );
+    let lows = alerts.iter().filter(|(_, s)| s == "low").count();
+    let recovered = alerts.iter().filter(|(_, s)| s == "recovered").count();
+    assert_eq!((lows, recovered), (downs, ups), "one alert per crossing");
+
+    // The audit agrees: every alert at a crossing of its replay.
+    let out = run_ledger(&servers, &["audit", "verify", "--no-read-models"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+
+    // The receiver was down all along; up now, it gets each alert once,
+    // signed.
+    let received = Arc::new(Mutex::new(Received::default()));
+    let server = receiver(port, received.clone()).await;
+    let ids: Vec<String> = alerts.iter().map(|(id, _)| id.clone()).collect();
+    wait_for(Duration::from_secs(60), || async {
+        let r = received.lock().unwrap();
+        ids.iter().all(|id| r.count.contains_key(id)).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    {
+        let r = received.lock().unwrap();
+        assert_eq!(r.bad_signatures, 0);
+        assert_eq!(r.count.len(), ids.len(), "only the log's alerts");
+        assert!(
+            r.count.values().all(|n| *n == 1),
+            "each once: {:?}",
+            r.count
+        );
+    }
+    let db = servers.db().await;
+    let failed: i64 = db
+        .query_one(
+            "SELECT count(*) FROM ledger_cmd.alert_outbox WHERE attempts > 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        failed > 0,
+        "deliveries were retried while the receiver was down"
+    );
+
+    // Published on ledger.alerts.al, every one.
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < ids.len() {
+        let m = tokio::time::timeout(Duration::from_secs(10), published.next())
+            .await
+            .expect("every alert published")
+            .unwrap();
+        let id = m
+            .headers
+            .as_ref()
+            .unwrap()
+            .get("Nats-Msg-Id")
+            .unwrap()
+            .to_string();
+        seen.insert(id);
+    }
+    assert_eq!(seen, ids.iter().cloned().collect());
+
+    // Under a threshold, the usage reply says so.
+    let r = cmd(
+        &client,
+        "set_alert",
+        json!({"idempotency_key": "alert-sms", "account_id": "al", "service": "sms",
+            "threshold": "1000000"}),
+    )
+    .await;
+    assert!(code(&r).is_none(), "{r}");
+    let r = cmd(
+        &client,
+        "consume",
+        json!({"idempotency_key": "c-last", "account_id": "al", "service": "sms",
+            "quantity": 1, "credits": "1"}),
+    )
+    .await;
+    let below = r["below_threshold"].as_array().expect("below_threshold");
+    assert!(
+        below
+            .iter()
+            .any(|b| b["service"] == "sms" && b["threshold"] == "1000000"),
+        "{r}"
+    );
+    assert_eq!(
+        r["event"]["type"], "credits_consumed",
+        "the reply's event is the command's"
+    );
+    server.abort();
+    process.kill().await.unwrap();
+}
