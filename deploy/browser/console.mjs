@@ -288,6 +288,24 @@ async function history() {
     await page.waitForURL(`${base}/console/accounts/${account}`);
     await screenshot(page, 'billing-with-usage');
   });
+  await step('low-balance alerts: set, shown with their state, removed', async () => {
+    const save = async (scope, threshold) => {
+      await page.selectOption('#alert-scope', scope);
+      await page.fill('#alert-threshold', threshold);
+      await Promise.all([page.waitForURL(/#alerts$/), page.click('#save-alert')]);
+    };
+    await page.goto(`${base}/console/accounts/${account}`);
+    await save('total', '1000');
+    const row = (scope) => page.locator(`#alert-list tr[data-scope=${scope}]`);
+    assert.equal(await row('total').locator('.state').innerText(), 'Below');
+    assert.equal(await row('total').locator('.threshold').innerText(), '1,000');
+    await save('sms', '10');
+    assert.equal(await row('sms').locator('.state').innerText(), 'Above');
+    await screenshot(page, 'billing-alerts');
+    await save('total', '');
+    assert.equal(await row('total').count(), 0, 'the total alert is removed');
+    assert.equal(await row('sms').count(), 1);
+  });
   await step('pages: newest first, every row once', async () => {
     await page.goto(url);
     await screenshot(page, 'history');

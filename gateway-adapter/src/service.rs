@@ -327,13 +327,33 @@ impl Gateway {
         .await
     }
 
+    /// Sets a balance alert for `actor` (the pages, having checked that
+    /// the actor may).
+    pub async fn set_alert(
+        &self,
+        request: &ledger_schemas::SetAlertRequest,
+        actor: &ledger_schemas::Actor,
+    ) -> Result<ledger_schemas::CommandReply, GatewayError> {
+        self.command_as(CommandName::SetAlert, request, actor.as_str())
+            .await
+    }
+
     async fn command<T: serde::Serialize, R: serde::de::DeserializeOwned>(
         &self,
         name: CommandName,
         request: &T,
     ) -> Result<R, GatewayError> {
+        self.command_as(name, request, ACTOR).await
+    }
+
+    async fn command_as<T: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        name: CommandName,
+        request: &T,
+        actor: &str,
+    ) -> Result<R, GatewayError> {
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert(ledger::api::nats::ACTOR_HEADER, ACTOR);
+        headers.insert(ledger::api::nats::ACTOR_HEADER, actor);
         let body = serde_json::to_vec(request).expect("requests serialise");
         let reply = tokio::time::timeout(
             REQUEST_TIMEOUT,

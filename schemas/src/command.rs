@@ -313,6 +313,21 @@ pub struct BalanceReply {
     pub reserved: BTreeMap<Service, Credits>,
     /// The stream sequence of the account's last event (0 when it has none).
     pub last_seq: u64,
+    /// The balance alerts set, and whether each is below its threshold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<AlertStatus>,
+}
+
+/// A balance alert and where its balance stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AlertStatus {
+    /// The service whose spendable credits it watches; none: the total.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<Service>,
+    pub threshold: Credits,
+    pub spendable: SignedCredits,
+    /// Whether it last fired `low` (the balance is below the threshold).
+    pub low: bool,
 }
 
 /// Decodes a JSON request, turning any refusal into the contract's

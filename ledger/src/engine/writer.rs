@@ -584,11 +584,23 @@ impl Writer {
             return Err(crate::domain::DomainError::UnknownAccount.to_body());
         }
         let (balances, reserved) = balances_of(&self.state, self.engine.catalog());
+        let alerts = self
+            .state
+            .alerts()
+            .iter()
+            .map(|(service, a)| ledger_schemas::AlertStatus {
+                service: service.clone(),
+                threshold: a.threshold,
+                spendable: crate::domain::clamped(self.state.spendable(service.as_ref())),
+                low: a.low,
+            })
+            .collect();
         Ok(BalanceReply {
             account_id: self.account.clone(),
             balances,
             reserved,
             last_seq: self.last_seq,
+            alerts,
         })
     }
 }

@@ -236,6 +236,32 @@ async fn history_filters_pages_and_csv_show_what_the_api_holds_and_no_other_acco
         ],
     )
     .await;
+    // The alerts the page set are in the log: set, fired once, removed.
+    let kinds: Vec<String> = log_of(&client, "hist")
+        .await
+        .iter()
+        .filter_map(|e| {
+            let v = serde_json::to_value(e).unwrap();
+            match v["type"].as_str() {
+                Some("alert_set") => Some(format!(
+                    "set {} {}",
+                    v["data"]["service"].as_str().unwrap_or("total"),
+                    v["data"]["threshold"].as_str().unwrap_or("none")
+                )),
+                Some("balance_alert") => Some(format!("fired {}", v["data"]["state"])),
+                _ => None,
+            }
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "set total 1000",
+            "fired \"low\"",
+            "set sms 10",
+            "set total none"
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
