@@ -1244,6 +1244,68 @@ fn phase(name: &str) {
     eprintln!("bench phase {:.3} {name}", at.as_secs_f64());
 }
 
+/// What signing costs: one seal (an Ed25519 signature over the heads) per
+/// append, and its check by a reader, measured on this machine's CPU; and
+/// the share of one core that signing the measured consume rate's appends
+/// takes, at the batch sizes the committer made (bench metrics above) or
+/// at worst one event per append.
+fn signing(rows: &mut Vec<Row>) {
+    use ledger_schemas::signing::{PublicKeys, SigningKey, open_seal, seal};
+    let key = SigningKey::parse(&SigningKey::generate("bench").unwrap()).unwrap();
+    let keys = PublicKeys::new([key.public()]);
+    let consume_rate = rows
+        .iter()
+        .filter(|r| r.workload.starts_with("consume, ") && r.workload.contains("accounts"))
+        .map(|r| r.per_s)
+        .fold(0.0, f64::max);
+    let chains: Vec<(String, String)> = (0..100)
+        .map(|i| {
+            (
+                format!("ledger.events.acct.a{i}"),
+                ledger_schemas::ChainHash::GENESIS.next(&[i as u8]).to_hex(),
+            )
+        })
+        .collect();
+    for n in [1usize, 100] {
+        let messages = || chains[..n].iter().map(|(s, c)| (s.as_str(), c.as_str()));
+        let rounds = 4000 / n.min(10);
+        let started = Instant::now();
+        let mut sealed = (String::new(), String::new());
+        for _ in 0..rounds {
+            sealed = seal(&key, messages());
+        }
+        let per_s = rounds as f64 / started.elapsed().as_secs_f64();
+        rows.push(Row {
+            mode: "cpu",
+            workload: format!("sign one append of {n} event(s) (appends/s)"),
+            ops: rounds,
+            per_s,
+            p50_ms: None,
+            p99_ms: None,
+            limit: (consume_rate > 0.0).then_some("one core at the measured consume rate"),
+            // Events/s over events one core signs per second at this size.
+            ratio_to_limit: (consume_rate > 0.0).then(|| consume_rate / (per_s * n as f64)),
+            ratio_to_peers: BTreeMap::new(),
+        });
+        let started = Instant::now();
+        for _ in 0..rounds {
+            open_seal(&keys, n, Some(&sealed.0), Some(&sealed.1)).unwrap();
+        }
+        let per_s = rounds as f64 / started.elapsed().as_secs_f64();
+        rows.push(Row {
+            mode: "cpu",
+            workload: format!("check one append's signature, {n} event(s) (appends/s)"),
+            ops: rounds,
+            per_s,
+            p50_ms: None,
+            p99_ms: None,
+            limit: None,
+            ratio_to_limit: None,
+            ratio_to_peers: BTreeMap::new(),
+        });
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let a = args();
@@ -1255,6 +1317,7 @@ async fn main() {
     if run("always") {
         mode("sync always", true, &a, &mut rows).await;
     }
+    signing(&mut rows);
     println!(
         "{:<13} {:<56} {:>8} {:>10} {:>8} {:>8}  ratio to limit; to peer",
         "mode", "workload", "ops", "per s", "p50 ms", "p99 ms"
