@@ -39,6 +39,16 @@ pub const HEADS_HEADER: &str = "Ledger-Heads";
 pub const SIGNATURE_HEADER: &str = "Ledger-Signature";
 /// What a batch signature signs starts with this line.
 pub const BATCH_DOMAIN: &str = "ledger-batch-v1";
+/// The most `Ledger-Heads` may hold: JetStream refuses a message whose
+/// headers pass 64 KiB, and the last message's other headers need room.
+/// An append of many subjects is cut into batches that fit.
+pub const HEADS_BYTES_MAX: usize = 56 * 1024;
+
+/// What one head entry of `subject` adds to `Ledger-Heads` at most
+/// (a four-digit position, two separators, 64 hex digits, `;`).
+pub fn head_bytes(subject: &str) -> usize {
+    subject.len() + 4 + 2 + 64 + 1
+}
 
 /// Why something is not signed by a key the reader trusts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

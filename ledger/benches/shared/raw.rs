@@ -66,7 +66,7 @@ pub async fn raw_batches(
     let started = Instant::now();
     let sem = Arc::new(tokio::sync::Semaphore::new(8));
     let mut tasks = Vec::new();
-    for chunk in messages.chunks(1000).map(|c| c.to_vec()) {
+    for chunk in batch::split_to_fit(&messages) {
         let permit = sem.clone().acquire_owned().await.unwrap();
         let client = client.clone();
         let key = key.clone();

@@ -110,7 +110,21 @@ async fn run(
             Ok(p) => p,
             Err(_) => return,
         };
-        let group = queue.fill(first, batch_messages_max, |a| a.messages.len());
+        // At most `batch_messages_max` messages, and heads that fit one
+        // batch's headers (a writer's append holds one subject, so the
+        // appends' heads add up).
+        let mut messages = first.messages.len();
+        let mut heads = batch::heads_bytes(&first.messages);
+        let group = queue.fill_while(first, |a| {
+            let (m, h) = (a.messages.len(), batch::heads_bytes(&a.messages));
+            let fits = messages + m <= batch_messages_max
+                && heads + h <= ledger_schemas::signing::HEADS_BYTES_MAX;
+            if fits {
+                messages += m;
+                heads += h;
+            }
+            fits
+        });
         let client = client.clone();
         let key = key.clone();
         let metrics = metrics.clone();

@@ -28,13 +28,23 @@ impl<T> Gather<T> {
     /// item that would pass `max` waits for the next group.
     pub(super) fn fill(&mut self, first: T, max: usize, size: impl Fn(&T) -> usize) -> Vec<T> {
         let mut total = size(&first);
+        self.fill_while(first, |t| {
+            if total >= max || total + size(t) > max {
+                return false;
+            }
+            total += size(t);
+            true
+        })
+    }
+
+    /// `first` plus whatever is queued already while `admit` takes each
+    /// (it keeps its own totals); the first it refuses waits for the next
+    /// group.
+    pub(super) fn fill_while(&mut self, first: T, mut admit: impl FnMut(&T) -> bool) -> Vec<T> {
         let mut group = vec![first];
-        while total < max {
+        loop {
             match self.rx.try_recv() {
-                Ok(t) if total + size(&t) <= max => {
-                    total += size(&t);
-                    group.push(t);
-                }
+                Ok(t) if admit(&t) => group.push(t),
                 Ok(t) => {
                     self.carried = Some(t);
                     break;

@@ -166,6 +166,46 @@ struct PubAck {
     error: Option<ApiError>,
 }
 
+/// The `Ledger-Heads` bytes an append of `messages` needs at most: one
+/// entry per subject.
+pub fn heads_bytes(messages: &[AppendMessage]) -> usize {
+    let mut subjects: Vec<&str> = messages.iter().map(|m| m.subject.as_str()).collect();
+    subjects.sort_unstable();
+    subjects.dedup();
+    subjects.iter().map(|s| signing::head_bytes(s)).sum()
+}
+
+/// `messages` cut, in order, into appends that fit one batch: at most
+/// [`BATCH_MESSAGES_MAX`] messages and [`signing::HEADS_BYTES_MAX`] of
+/// heads. (One subject's messages may then span two appends.)
+pub fn split_to_fit(messages: &[AppendMessage]) -> Vec<Vec<AppendMessage>> {
+    let mut out: Vec<Vec<AppendMessage>> = Vec::new();
+    let mut current: Vec<AppendMessage> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut bytes = 0;
+    for m in messages {
+        let new_subject = !seen.contains(m.subject.as_str());
+        let add = if new_subject {
+            signing::head_bytes(&m.subject)
+        } else {
+            0
+        };
+        if current.len() == BATCH_MESSAGES_MAX || bytes + add > signing::HEADS_BYTES_MAX {
+            out.push(std::mem::take(&mut current));
+            seen.clear();
+            bytes = 0;
+        }
+        if seen.insert(m.subject.clone()) {
+            bytes += signing::head_bytes(&m.subject);
+        }
+        current.push(m.clone());
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
 /// Appends `messages` in order, atomically, signed with `key` (one
 /// signature over the chain heads they advance, on the last message).
 /// `timeout` bounds each request.
@@ -203,6 +243,14 @@ pub async fn append(
         many if many.len() > BATCH_MESSAGES_MAX => Err(StoreError::Refused(format!(
             "{} messages exceed the batch limit of {BATCH_MESSAGES_MAX}",
             many.len()
+        ))),
+        many if heads_bytes(many) > signing::HEADS_BYTES_MAX => Err(StoreError::Refused(format!(
+            "the heads of {} subjects pass the {} bytes a batch's headers may hold",
+            many.iter()
+                .map(|m| m.subject.as_str())
+                .collect::<std::collections::HashSet<_>>()
+                .len(),
+            signing::HEADS_BYTES_MAX
         ))),
         many => append_batch(client, many, timeout, &seal()).await,
     }
@@ -311,4 +359,44 @@ fn parse_ack(subject: &str, reply: &[u8]) -> Result<PubAck, StoreError> {
         )));
     }
     Ok(ack)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_are_cut_to_fit_a_batch_in_order() {
+        let message = |i: usize| AppendMessage {
+            subject: format!("ledger.events.acct.{i:04}-{}", "x".repeat(59)),
+            payload: Bytes::new(),
+            event_id: i.to_string(),
+            event_type: "account_opened",
+            chain: "00".repeat(32),
+            expected_last_subject_seq: None,
+        };
+        // Every subject new: the heads bound the batches.
+        let all: Vec<AppendMessage> = (0..1500).map(message).collect();
+        let cut = split_to_fit(&all);
+        assert!(cut.len() > 3, "{} batches", cut.len());
+        assert!(
+            cut.iter()
+                .all(|b| heads_bytes(b) <= signing::HEADS_BYTES_MAX)
+        );
+        let ids: Vec<String> = cut.concat().into_iter().map(|m| m.event_id).collect();
+        let want: Vec<String> = (0..1500).map(|i| i.to_string()).collect();
+        assert_eq!(ids, want);
+        // One subject: the message count bounds them.
+        let one: Vec<AppendMessage> = (0..2500)
+            .map(|i| AppendMessage {
+                event_id: i.to_string(),
+                ..message(0)
+            })
+            .collect();
+        let cut = split_to_fit(&one);
+        assert_eq!(
+            cut.iter().map(Vec::len).collect::<Vec<_>>(),
+            [1000, 1000, 500]
+        );
+    }
 }

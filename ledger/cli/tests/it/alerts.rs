@@ -89,11 +89,17 @@ async fn a_thousand_commands_around_a_threshold_fire_once_per_crossing_and_each_
     )
     .await;
     let client = servers.client().await;
-    let mut published = client.subscribe("ledger.alerts.al").await.unwrap();
-    client.flush().await.unwrap();
+    // Operations (NATS account OPS) set the alert and follow the alerts,
+    // and so does a platform service, across the accounts' import.
+    let ops = servers.client_as("ops").await;
+    let sms = servers.client_as("sms").await;
+    let mut published = ops.subscribe("ledger.alerts.al").await.unwrap();
+    let mut to_sms = sms.subscribe("ledger.alerts.>").await.unwrap();
+    ops.flush().await.unwrap();
+    sms.flush().await.unwrap();
     funded(&client, "al", "550").await;
     let r = cmd(
-        &client,
+        &ops,
         "set_alert",
         json!({"idempotency_key": "alert-total", "account_id": "al", "threshold": "550"}),
     )
@@ -247,6 +253,11 @@ async fn a_thousand_commands_around_a_threshold_fire_once_per_crossing_and_each_
         seen.insert(id);
     }
     assert_eq!(seen, ids.iter().cloned().collect());
+    let first = tokio::time::timeout(Duration::from_secs(10), to_sms.next())
+        .await
+        .expect("a platform service follows the alerts")
+        .unwrap();
+    assert_eq!(first.subject.as_str(), "ledger.alerts.al");
 
     // Under a threshold, the usage reply says so.
     let r = cmd(

@@ -452,3 +452,68 @@ async fn checkpoints_under_the_old_and_the_new_key_both_verify() {
         "{text}"
     );
 }
+
+/// Group commit packs many accounts' appends into one batch, and the
+/// batch's signed heads must fit JetStream's 64 KiB of headers: 1,500
+/// accounts opened at once, long account ids, all stored and signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_accounts_at_once_are_cut_into_batches_whose_signed_heads_fit() {
+    use futures::StreamExt;
+    let servers = Servers::start().await;
+    let running = servers.ledger().await;
+    let client = servers.client().await;
+    let id = |i: usize| format!("{i:04}-{}", "x".repeat(59));
+    let opened = futures::stream::iter(0..1500)
+        .map(|i| {
+            let client = client.clone();
+            async move {
+                cmd(
+                    &client,
+                    "open_account",
+                    json!({"idempotency_key": format!("open-{i}"), "account_id": id(i)}),
+                )
+                .await
+            }
+        })
+        .buffer_unordered(1500)
+        .collect::<Vec<Value>>()
+        .await;
+    for r in &opened {
+        assert!(code(r).is_none(), "{r}");
+    }
+    // Some batches held hundreds of accounts (the committer gathered them).
+    let metrics = metrics_text(running.http_addr).await;
+    let biggest = metrics
+        .lines()
+        .filter(|l| l.starts_with("ledger_batch_messages_bucket") && !l.contains("+Inf"))
+        .filter_map(|l| {
+            let le = l
+                .split("le=\"")
+                .nth(1)?
+                .split('"')
+                .next()?
+                .parse::<f64>()
+                .ok()?;
+            let n = l.rsplit(' ').next()?.parse::<f64>().ok()?;
+            Some((le, n))
+        })
+        .collect::<Vec<_>>();
+    let total: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("ledger_batch_messages_count"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    let small = biggest
+        .iter()
+        .filter(|(le, _)| *le < 100.0)
+        .map(|(_, n)| *n)
+        .fold(0.0, f64::max);
+    assert!(
+        total > small,
+        "a batch of more than 64: {biggest:?} of {total}"
+    );
+    let v = verify_stream(&servers, &client).await;
+    assert_eq!(v.findings_total, 0, "{:?}", v.findings);
+    assert_eq!(v.aggregates(), 1500);
+    running.stop().await.unwrap();
+}
