@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ledger::store::{AppendMessage, batch};
+use ledger::store::{AppendMessage, StoreError, batch};
 use ledger_schemas::ChainHash;
 
 /// A ~200-byte event body, like a `credits_consumed` event's.
@@ -71,9 +71,20 @@ pub async fn raw_batches(
         let client = client.clone();
         let key = key.clone();
         tasks.push(tokio::spawn(async move {
-            batch::append(&client, &chunk, Duration::from_secs(30), &key)
-                .await
-                .unwrap();
+            // A cluster just formed may not route to the stream's leader
+            // yet ("no responders": nothing was stored); try again shortly.
+            let mut tries = 0;
+            loop {
+                match batch::append(&client, &chunk, Duration::from_secs(30), &key).await {
+                    Ok(_) => break,
+                    Err(StoreError::Unavailable(e)) if tries < 100 => {
+                        tries += 1;
+                        eprintln!("raw batch: {e}; retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("raw batch: {e}"),
+                }
+            }
             drop(permit);
         }));
     }

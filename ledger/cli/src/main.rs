@@ -449,7 +449,10 @@ async fn audit(config: Config, command: AuditCmd) -> anyhow::Result<std::process
             let as_of = ledger_schemas::Timestamp::parse(&as_of)?;
             let account = account.map(ledger_schemas::AccountId::parse).transpose()?;
             let stream = read_stream(&config).await?;
-            let v = ledger::audit::replay_as_of(&stream, &prefix, as_of, account.as_ref()).await?;
+            let keys = config.keys()?.public;
+            let keys = (!keys.is_empty()).then_some(keys);
+            let v = ledger::audit::replay_as_of(&stream, &prefix, keys, as_of, account.as_ref())
+                .await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(std::process::ExitCode::SUCCESS)
         }

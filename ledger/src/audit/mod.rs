@@ -250,36 +250,29 @@ pub struct Summary {
     pub read_models_checked_at: Option<u64>,
 }
 
-/// Balances per bucket of every account (or one) as of `as_of`, from the log.
+/// Balances per bucket of every account (or one) as of `as_of`, from the
+/// log: only the ledger's own events count (with `keys`, each append's
+/// signature is checked too), recorded at or before `as_of`.
 pub async fn replay_as_of(
     stream: &Stream,
     prefix: &str,
+    keys: Option<signing::PublicKeys>,
     as_of: Timestamp,
     account: Option<&AccountId>,
 ) -> anyhow::Result<serde_json::Value> {
-    let mut accounts: BTreeMap<AccountId, crate::domain::Account> = BTreeMap::new();
-    let mut last_seq = 0;
-    let mut bad = None;
-    read_stream(stream, 1, None, |r| {
-        if bad.is_some() || !r.subject.starts_with(&format!("{prefix}.acct.")) {
-            return;
-        }
-        match serde_json::from_str::<EventEnvelope>(&r.payload) {
-            Ok(e) if e.recorded_at <= as_of && account.is_none_or(|a| *a == e.account_id) => {
-                last_seq = r.seq;
-                accounts
-                    .entry(e.account_id.clone())
-                    .or_insert_with(|| crate::domain::Account::new(e.account_id.clone()))
-                    .evolve(&e.body);
-            }
-            Ok(_) => {}
-            Err(e) => bad = Some(format!("stream seq {}: {e}", r.seq)),
-        }
-    })
-    .await?;
-    if let Some(b) = bad {
-        anyhow::bail!("the log cannot be replayed: {b}");
+    let mut verifier = Verifier::new(prefix);
+    if let Some(keys) = keys {
+        verifier = verifier.with_keys(keys);
     }
+    verifier.replay_until(as_of);
+    read_stream(stream, 1, None, |r| verifier.check(&r)).await?;
+    verifier.finish();
+    let last_seq = verifier.last_folded_seq;
+    let accounts: BTreeMap<&AccountId, &crate::domain::Account> = verifier
+        .accounts()
+        .iter()
+        .filter(|(id, _)| account.is_none_or(|a| a == *id))
+        .collect();
     let body: serde_json::Map<String, serde_json::Value> = accounts
         .iter()
         .filter(|(_, a)| a.is_open())

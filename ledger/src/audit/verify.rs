@@ -120,6 +120,11 @@ pub struct Verifier {
     first_seq: Option<u64>,
     /// Genuine events kept, of one subject (for an inclusion proof).
     collect: Option<String>,
+    /// Accounts are folded only with events recorded up to this time
+    /// (`audit replay --as-of`); later ones are still judged.
+    replay_until: Option<Timestamp>,
+    /// The stream seq of the last event folded into an account.
+    pub last_folded_seq: u64,
     pub collected: Vec<(u64, String)>,
     /// Per subject, the stored chain value of a message that broke the
     /// chain just before (an event altered in an export links on from it).
@@ -181,6 +186,11 @@ impl Verifier {
     /// The log must reach `checkpoint`'s sequence and agree with it.
     pub fn expect_checkpoint(&mut self, checkpoint: Checkpoint) {
         self.expected = Some(checkpoint);
+    }
+
+    /// Folds accounts only with events recorded at or before `as_of`.
+    pub fn replay_until(&mut self, as_of: Timestamp) {
+        self.replay_until = Some(as_of);
     }
 
     /// Keeps the genuine events of `subject` as they are met.
@@ -371,6 +381,10 @@ impl Verifier {
         if r.subject != account_subject {
             return;
         }
+        if self.replay_until.is_some_and(|t| envelope.recorded_at > t) {
+            return;
+        }
+        self.last_folded_seq = r.seq;
         // Replay the account; usage never takes a bucket below zero.
         let account = self
             .accounts

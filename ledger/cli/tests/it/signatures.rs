@@ -145,6 +145,18 @@ async fn a_forged_event_with_a_recomputed_chain_counts_nowhere_and_no_checkpoint
         "{text}"
     );
     assert!(text.contains("covered by the signed checkpoint"), "{text}");
+    // Balances as of now, from the log alone: the forgery is not counted.
+    let now = ledger_schemas::Timestamp::now().to_string();
+    let out = run_ledger(
+        &servers,
+        &["audit", "replay", "--as-of", &now, "--account", "sg"],
+    );
+    let replayed: Value = serde_json::from_slice(&out.stdout).expect("replay prints JSON");
+    assert_eq!(
+        credits(&replayed["accounts"]["sg"]["buckets"]["general"]),
+        98.into(),
+        "{replayed}"
+    );
 
     // The customer's proof: the genuine events only, verified by the
     // public key alone.
