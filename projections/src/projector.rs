@@ -468,7 +468,13 @@ impl Reader {
         until: Option<u64>,
         decode: bool,
     ) -> Result<Reader, async_nats::Error> {
-        let mut messages = ordered_from(stream, start, None).await?;
+        // `start` may fall inside an append (a reader's checkpoint is any
+        // message it applied): read from early enough to see its first
+        // message, and hand out only what comes from `start` on.
+        let from = start
+            .saturating_sub(ledger_schemas::signing::APPEND_MESSAGES_MAX - 1)
+            .max(1);
+        let mut messages = ordered_from(stream, from, None).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(BATCH_EVENTS_MAX * 2);
         let mut gate = Gate::new(trust);
         let task = tokio::spawn(async move {
@@ -477,7 +483,7 @@ impl Reader {
                 let item = next.map_err(|e| e.to_string()).and_then(|m| {
                     let seq = m.info().map_err(|e| e.to_string())?.stream_sequence;
                     let m = m.split().0;
-                    let event = decode.then(|| fold::decode(seq, &m.payload));
+                    let event = (decode && seq >= start).then(|| fold::decode(seq, &m.payload));
                     Ok(Raw {
                         seq,
                         subject: m.subject,
@@ -500,6 +506,9 @@ impl Reader {
                     gate.finish(&mut released);
                 }
                 for (mut raw, seal) in released.drain(..) {
+                    if raw.seq < start {
+                        continue;
+                    }
                     raw.seal = seal;
                     if tx.send(Ok(raw)).await.is_err() {
                         return;

@@ -44,6 +44,11 @@ pub const BATCH_DOMAIN: &str = "ledger-batch-v1";
 /// An append of many subjects is cut into batches that fit.
 pub const HEADS_BYTES_MAX: usize = 56 * 1024;
 
+/// The most messages one append holds (JetStream's atomic batch limit): a
+/// stream-order reader that starts at seq `s` reads from `s - 999` so that
+/// it sees the start of the append `s` belongs to.
+pub const APPEND_MESSAGES_MAX: u64 = 1000;
+
 /// What one head entry of `subject` adds to `Ledger-Heads` at most
 /// (a four-digit position, two separators, 64 hex digits, `;`).
 pub fn head_bytes(subject: &str) -> usize {

@@ -527,5 +527,30 @@ async fn many_accounts_at_once_are_cut_into_batches_whose_signed_heads_fit() {
     let v = verify_stream(&servers, &client).await;
     assert_eq!(v.findings_total, 0, "{:?}", v.findings);
     assert_eq!(v.aggregates(), 1500);
+
+    // A reader that starts inside an append (a projector or indexer
+    // resuming from a checkpoint it took mid-append) still sees it signed.
+    let s = stream(&client).await;
+    let mut inside = None;
+    for seq in 1..=stream_head(&client).await {
+        let m = s.direct_get(seq).await.unwrap();
+        let position = m.headers.get("Ledger-Batch").map(|v| v.to_string());
+        if let Some((i, n)) = position
+            .as_deref()
+            .and_then(ledger_schemas::signing::parse_position)
+        {
+            if i > 1 && i < n {
+                inside = Some(seq);
+                break;
+            }
+        }
+    }
+    let inside = inside.expect("an append of several messages");
+    let mut reader = ledger_projections::projector::Reader::open(&s, inside, &trust(), None)
+        .await
+        .unwrap();
+    let first = reader.next().await.unwrap().unwrap();
+    assert_eq!(first.seq, inside);
+    assert_eq!(first.seal, ledger_schemas::signing::Seal::Signed);
     running.stop().await.unwrap();
 }
