@@ -479,6 +479,7 @@ impl Reader {
         let mut gate = Gate::new(trust);
         let task = tokio::spawn(async move {
             let mut released = Vec::new();
+            let mut last_seen = from - 1;
             while let Some(next) = messages.next().await {
                 let item = next.map_err(|e| e.to_string()).and_then(|m| {
                     let seq = m.info().map_err(|e| e.to_string())?.stream_sequence;
@@ -500,6 +501,12 @@ impl Reader {
                         return;
                     }
                 };
+                // An ordered consumer that recreates itself must not hand a
+                // message over twice: the gate expects each append once.
+                if raw.seq <= last_seen {
+                    continue;
+                }
+                last_seen = raw.seq;
                 let at_end = until.is_some_and(|u| raw.seq >= u);
                 gate.push(raw, &mut released);
                 if at_end {
