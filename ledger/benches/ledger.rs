@@ -1203,7 +1203,7 @@ async fn mode(name: &'static str, sync_always: bool, a: &Args, rows: &mut Vec<Ro
     let started = Instant::now();
     let mut verifier =
         ledger::audit::Verifier::new("ledger.events").with_keys((*trust.keys).clone());
-    ledger::audit::read_stream(&stream, 1, None, |r| verifier.check(&r))
+    ledger::audit::read_stream(&stream, 1, None, |r| verifier.check_owned(r))
         .await
         .unwrap();
     verifier.finish();

@@ -14,8 +14,12 @@ CREATE TABLE ledger_cmd.alert_outbox (
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
     last_error      text
 );
+-- The dispatcher looks for what is due on every round: only the pending
+-- rows are indexed, so a round costs the same however long the table grows.
 CREATE INDEX alert_outbox_due ON ledger_cmd.alert_outbox (next_attempt_at)
     WHERE delivered_at IS NULL;
+CREATE INDEX alert_outbox_unpublished ON ledger_cmd.alert_outbox (stream_seq)
+    WHERE published_at IS NULL;
 
 CREATE TABLE ledger_cmd.alert_checkpoint (
     stream_seq bigint      NOT NULL,

@@ -29,7 +29,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::{Signer as _, Verifier as _};
 
-use crate::chain::{CHAIN_HEADER, ChainHash};
+use crate::chain::CHAIN_HEADER;
 
 /// Position in the append: `<i>/<n>`.
 pub const BATCH_HEADER: &str = "Ledger-Batch";
@@ -487,14 +487,10 @@ impl<T: Sealable> Gate<T> {
     }
 }
 
-/// The chain value a head message must carry, parsed.
-pub fn head_chain(head: &Head) -> Option<ChainHash> {
-    head.chain.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chain::ChainHash;
 
     struct M {
         seq: u64,

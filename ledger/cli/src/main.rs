@@ -307,7 +307,7 @@ async fn audit(config: Config, command: AuditCmd) -> anyhow::Result<std::process
             let mut checked_at = None;
             match &file {
                 Some(path) => {
-                    ledger::audit::read_export(path, |r| verifier.check(&r))?;
+                    ledger::audit::read_export(path, |r| verifier.check_owned(r))?;
                     // An empty export proves nothing; say so rather than pass.
                     anyhow::ensure!(verifier.events > 0, "{} holds no events", path.display());
                 }
@@ -320,7 +320,8 @@ async fn audit(config: Config, command: AuditCmd) -> anyhow::Result<std::process
                         checked_at = Some(at);
                     }
                     let stream = read_stream(&config).await?;
-                    ledger::audit::read_stream(&stream, 1, None, |r| verifier.check(&r)).await?;
+                    ledger::audit::read_stream(&stream, 1, None, |r| verifier.check_owned(r))
+                        .await?;
                 }
             }
             verifier.finish();

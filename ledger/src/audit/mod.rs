@@ -265,7 +265,7 @@ pub async fn replay_as_of(
         verifier = verifier.with_keys(keys);
     }
     verifier.replay_until(as_of);
-    read_stream(stream, 1, None, |r| verifier.check(&r)).await?;
+    read_stream(stream, 1, None, |r| verifier.check_owned(r)).await?;
     verifier.finish();
     let last_seq = verifier.last_folded_seq;
     let accounts: BTreeMap<&AccountId, &crate::domain::Account> = verifier
@@ -356,7 +356,7 @@ pub async fn prove(
             )
         })?;
     verifier.collect(subject.clone());
-    read_stream(stream, 1, Some(chosen.seq), |r| verifier.check(&r)).await?;
+    read_stream(stream, 1, Some(chosen.seq), |r| verifier.check_owned(r)).await?;
     verifier.finish();
     let (leaves, root) = checkpoint::tree(verifier.heads_at(chosen.seq));
     anyhow::ensure!(

@@ -254,11 +254,20 @@ impl Verifier {
     /// Checks one record; records must come in stream order. With keys, a
     /// record is checked once its append's last message has been read.
     pub fn check(&mut self, r: &Record) {
+        match self.gate {
+            None => self.check_sealed(r, None),
+            Some(_) => self.check_owned(r.clone()),
+        }
+    }
+
+    /// [`Verifier::check`] for a record the caller gives up (the gate holds
+    /// it without a copy).
+    pub fn check_owned(&mut self, r: Record) {
         let Some(gate) = self.gate.as_mut() else {
-            return self.check_sealed(r, None);
+            return self.check_sealed(&r, None);
         };
         let mut released = Vec::new();
-        gate.push(r.clone(), &mut released);
+        gate.push(r, &mut released);
         for (r, seal) in released {
             self.check_sealed(&r, Some(seal));
         }
@@ -267,7 +276,10 @@ impl Verifier {
     fn check_sealed(&mut self, r: &Record, seal: Option<Seal>) {
         self.first_seq.get_or_insert(r.seq);
         self.compare_if_reached(Some(r.seq));
-        self.events += 1;
+        let checkpoint = r.subject == self.checkpoint_subject;
+        if !checkpoint {
+            self.events += 1;
+        }
         match self.last_seq {
             Some(last) if r.seq <= last => {
                 self.find(r, "order", format!("stream seq {} after {last}", r.seq))
@@ -280,8 +292,7 @@ impl Verifier {
             _ => {}
         }
         self.last_seq = Some(self.last_seq.map_or(r.seq, |l| l.max(r.seq)));
-        if r.subject == self.checkpoint_subject {
-            self.events -= 1;
+        if checkpoint {
             return self.check_checkpoint(r);
         }
         let signature = match &seal {

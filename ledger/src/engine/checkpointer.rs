@@ -191,8 +191,8 @@ async fn heads_at(client: &mut tokio_postgres::Client, position: u64) -> anyhow:
     );
     let rows = tx
         .query(
-            "SELECT subject, stream_seq, chain FROM ledger.chain_heads WHERE reader = 'key_index'",
-            &[],
+            "SELECT subject, stream_seq, chain FROM ledger.chain_heads WHERE reader = $1",
+            &[&super::indexer::SIFTER],
         )
         .await?;
     tx.commit().await?;

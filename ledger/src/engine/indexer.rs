@@ -36,7 +36,7 @@ const REFRESH_EVERY: Duration = Duration::from_millis(250);
 /// when the log is quiet; memory covers the keys meanwhile).
 const COMMIT_INTERVAL_MIN: Duration = Duration::from_millis(25);
 /// The indexer's name among the readers that keep chain heads.
-const SIFTER: &str = "key_index";
+pub const SIFTER: &str = "key_index";
 /// Wait after a failure before trying again.
 const RETRY_WAIT: Duration = Duration::from_secs(1);
 

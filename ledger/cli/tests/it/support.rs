@@ -494,7 +494,7 @@ pub async fn verify_stream(servers: &Servers, client: &async_nats::Client) -> Ve
         .await
         .unwrap();
     v.compare_with(at, rows);
-    audit::read_stream(&stream(client).await, 1, None, |r| v.check(&r))
+    audit::read_stream(&stream(client).await, 1, None, |r| v.check_owned(r))
         .await
         .unwrap();
     v.finish();
