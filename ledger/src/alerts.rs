@@ -36,10 +36,10 @@ const SIFTER: &str = "alerts";
 const BATCH_MAX: usize = 5000;
 /// Deliveries tried per round at most.
 const DELIVERIES_PER_ROUND_MAX: i64 = 100;
-/// How long one webhook request may take.
-const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often due deliveries are looked for when nothing else happens.
+/// How often due deliveries are looked for.
 const DELIVERY_POLL: Duration = Duration::from_millis(500);
+/// How often what is past its retention is swept from the outbox.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
 const RETRY_WAIT: Duration = Duration::from_secs(1);
 
 /// Where alerts go.
@@ -49,6 +49,11 @@ pub struct AlertSettings {
     pub subject_prefix: String,
     pub webhook: Option<Webhook>,
     pub backoff_max: Duration,
+    /// How long one webhook request may take.
+    pub timeout: Duration,
+    /// How long a row stays in the outbox once it is done with (published,
+    /// and delivered when there is a webhook).
+    pub retention: Duration,
 }
 
 /// The webhook alerts are delivered to.
@@ -132,29 +137,49 @@ impl Dispatcher {
     }
 
     async fn lead(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
-        let (mut client, _conn) =
-            ledger_projections::db::own_connection(&self.database_url).await?;
+        let (mut client, lock) = ledger_projections::db::own_connection(&self.database_url).await?;
         while !ledger_projections::db::try_advisory_lock(&client, DISPATCHER_LOCK).await? {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(RETRY_WAIT) => {}
             }
         }
-        let mut position = checkpoint(&client).await?;
+        self.purge(&client).await?;
+        // Deliveries go on beside the fold, on a connection of their own: a
+        // receiver that answers slowly or not at all holds up neither the
+        // outbox nor the bus. Whichever ends first ends the other, before
+        // the lock is let go.
+        let (delivery_db, _delivery_conn) =
+            ledger_projections::db::own_connection(&self.database_url).await?;
+        tokio::select! {
+            r = self.fold(&mut client, shutdown) => r,
+            r = self.deliveries(&delivery_db, &lock, shutdown) => r,
+        }
+    }
+
+    /// Folds the log into the outbox and publishes what it adds, until
+    /// `shutdown`; sweeps what is past its retention every hour.
+    async fn fold(
+        &self,
+        client: &mut tokio_postgres::Client,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut position = checkpoint(client).await?;
         let mut reader = Reader::open(&self.stream, position + 1, &self.trust, None)
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
         let mut sifter = Sifter::new(SIFTER, false);
-        let http = reqwest::Client::builder()
-            .timeout(WEBHOOK_TIMEOUT)
-            .build()?;
+        let mut sweep =
+            tokio::time::interval_at(tokio::time::Instant::now() + PURGE_EVERY, PURGE_EVERY);
         loop {
-            self.publish(&client).await?;
-            self.deliver(&client, &http).await?;
+            self.publish(client).await?;
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
+                _ = sweep.tick() => {
+                    self.purge(client).await?;
+                    continue;
+                }
                 b = reader.batch(BATCH_MAX) => b,
-                _ = tokio::time::sleep(DELIVERY_POLL) => continue,
             };
             let batch = batch.ok_or_else(|| anyhow::anyhow!("the event stream ended"))??;
             let batch: Vec<_> = batch.into_iter().filter(|r| r.seq > position).collect();
@@ -198,6 +223,35 @@ impl Dispatcher {
         }
     }
 
+    /// Delivers what falls due, round after round, while the lock's
+    /// connection lives, until `shutdown`.
+    async fn deliveries(
+        &self,
+        db: &tokio_postgres::Client,
+        lock: &ledger_projections::db::ConnectionGuard,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let Some(hook) = &self.settings.webhook else {
+            shutdown.cancelled().await;
+            return Ok(());
+        };
+        let http = reqwest::Client::builder()
+            .timeout(self.settings.timeout)
+            .build()?;
+        loop {
+            anyhow::ensure!(!lock.is_finished(), "the dispatcher's lock was lost");
+            self.deliver(db, &http, hook).await?;
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(DELIVERY_POLL) => {}
+            }
+        }
+    }
+
+    async fn purge(&self, db: &tokio_postgres::Client) -> anyhow::Result<u64> {
+        purge(db, self.settings.retention, self.settings.webhook.is_some()).await
+    }
+
     /// Publishes what the outbox holds unpublished, in log order.
     async fn publish(&self, db: &tokio_postgres::Client) -> anyhow::Result<()> {
         let rows = db
@@ -236,16 +290,16 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Delivers what is due to the webhook; a failure is put off with
-    /// exponential backoff.
+    /// Delivers what is due to the webhook, in log order; a failure is put
+    /// off with exponential backoff and ends the round (the receiver is
+    /// likely down: the rest wait for the next round rather than each
+    /// meeting the same failure).
     async fn deliver(
         &self,
         db: &tokio_postgres::Client,
         http: &reqwest::Client,
+        hook: &Webhook,
     ) -> anyhow::Result<()> {
-        let Some(hook) = &self.settings.webhook else {
-            return Ok(());
-        };
         let rows = db
             .query(
                 "SELECT event_id, payload, attempts FROM ledger_cmd.alert_outbox \
@@ -292,6 +346,7 @@ impl Dispatcher {
                         &[&id, &error, &wait.as_secs_f64()],
                     )
                     .await?;
+                    break;
                 }
             }
         }
@@ -304,6 +359,28 @@ impl Dispatcher {
 pub fn backoff(failures: u32, max: Duration) -> Duration {
     let exp = Duration::from_secs(1u64 << failures.saturating_sub(1).min(20));
     exp.min(max)
+}
+
+/// Deletes the outbox rows done with longer than `retention` ago: published,
+/// and delivered or never to be (no webhook configured). What is still
+/// due stays, however old. Returns how many went.
+pub async fn purge(
+    db: &tokio_postgres::Client,
+    retention: Duration,
+    webhook: bool,
+) -> anyhow::Result<u64> {
+    let gone = db
+        .execute(
+            "DELETE FROM ledger_cmd.alert_outbox WHERE published_at IS NOT NULL \
+             AND coalesce(delivered_at, published_at) < now() - make_interval(secs => $1::float8) \
+             AND (delivered_at IS NOT NULL OR $2)",
+            &[&retention.as_secs_f64(), &!webhook],
+        )
+        .await?;
+    if gone > 0 {
+        tracing::info!(rows = gone, "alert outbox swept");
+    }
+    Ok(gone)
 }
 
 async fn checkpoint(c: &tokio_postgres::Client) -> anyhow::Result<u64> {

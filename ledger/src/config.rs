@@ -263,6 +263,11 @@ pub struct Config {
     pub alert_webhook_secret: Option<Secret>,
     /// The longest wait between two delivery attempts of one alert.
     pub alert_webhook_backoff_max_s: u64,
+    /// How long one delivery may take before it counts as failed.
+    pub alert_webhook_timeout_ms: u64,
+    /// How long an alert stays in `ledger_cmd.alert_outbox` once published
+    /// (and delivered, with a webhook); the log keeps it for good.
+    pub alert_outbox_retention_s: u64,
     /// The role of each NATS account that imports the command service (its
     /// requests carry `Nats-Request-Info`); deploy/nats/accounts.conf's by
     /// default. A request from another account is refused.
@@ -308,6 +313,8 @@ impl Default for Config {
             alert_webhook_url: None,
             alert_webhook_secret: None,
             alert_webhook_backoff_max_s: 300,
+            alert_webhook_timeout_ms: 10_000,
+            alert_outbox_retention_s: 30 * 24 * 3600,
             stream_name: "LEDGER".into(),
             usage_stream_name: "LEDGER_USAGE".into(),
             subject_prefix: "ledger".into(),
@@ -360,6 +367,14 @@ impl Config {
         anyhow::ensure!(
             (1..=86_400).contains(&self.alert_webhook_backoff_max_s),
             "alert_webhook_backoff_max_s must be from 1 to 86400"
+        );
+        anyhow::ensure!(
+            (100..=300_000).contains(&self.alert_webhook_timeout_ms),
+            "alert_webhook_timeout_ms must be from 100 to 300000"
+        );
+        anyhow::ensure!(
+            self.alert_outbox_retention_s >= 24 * 3600,
+            "alert_outbox_retention_s must be at least one day"
         );
         let l = &self.limits;
         anyhow::ensure!(

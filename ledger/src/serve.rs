@@ -405,6 +405,8 @@ pub fn projections(p: &mut Process, config: &Config) {
             // Checked when the configuration was loaded.
             webhook: config.alert_webhook().ok().flatten(),
             backoff_max: Duration::from_secs(config.alert_webhook_backoff_max_s),
+            timeout: Duration::from_millis(config.alert_webhook_timeout_ms),
+            retention: Duration::from_secs(config.alert_outbox_retention_s),
         },
     };
     let token = p.shutdown.clone();

@@ -162,6 +162,13 @@ impl Target {
 #[derive(Debug)]
 pub struct ConnectionGuard(tokio::task::JoinHandle<()>);
 
+impl ConnectionGuard {
+    /// Whether the connection has ended (closed by the server, or failed).
+    pub fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+}
+
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.0.abort();

@@ -289,3 +289,97 @@ async fn a_thousand_commands_around_a_threshold_fire_once_per_crossing_and_each_
     server.abort();
     process.kill().await.unwrap();
 }
+
+/// A webhook receiver that takes every connection and never answers.
+async fn black_hole(port: u16) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    })
+}
+
+async fn next_alert(sub: &mut async_nats::Subscriber) -> Value {
+    let m = tokio::time::timeout(Duration::from_secs(20), sub.next())
+        .await
+        .expect("an alert on the bus while its delivery hangs")
+        .unwrap();
+    serde_json::from_slice(&m.payload).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_never_answers_holds_up_no_alert_and_done_rows_are_swept() {
+    let servers = Servers::start().await;
+    let port = free_port().await;
+    let hole = black_hole(port).await;
+    let hook = format!("http://127.0.0.1:{port}/hook");
+    // Each delivery waits a minute for its answer.
+    let settings = [
+        ("LEDGER_ALERT_WEBHOOK_URL", hook.as_str()),
+        ("LEDGER_ALERT_WEBHOOK_SECRET", SECRET),
+        ("LEDGER_ALERT_WEBHOOK_TIMEOUT_MS", "60000"),
+    ];
+    let (mut process, _url) = serve_ledger(&servers, "all", &settings).await;
+    let client = servers.client().await;
+    let mut published = client.subscribe("ledger.alerts.hole").await.unwrap();
+    client.flush().await.unwrap();
+    funded(&client, "hole", "10").await;
+    let r = cmd(
+        &client,
+        "set_alert",
+        json!({"idempotency_key": "alert", "account_id": "hole", "threshold": "5"}),
+    )
+    .await;
+    assert!(code(&r).is_none(), "{r}");
+    let spend = json!({"idempotency_key": "spend", "account_id": "hole", "service": "sms",
+        "quantity": 1, "credits": "6"});
+    assert!(code(&cmd(&client, "consume", spend).await).is_none());
+    let low = next_alert(&mut published).await;
+    assert_eq!(low["data"]["state"], "low", "{low}");
+    // The first alert's delivery now hangs; the second still reaches the
+    // bus at once.
+    let grant = json!({"idempotency_key": "grant", "account_id": "hole", "bucket": "general",
+        "credits": "6", "source": "promotion"});
+    assert!(code(&cmd(&client, "grant", grant).await).is_none());
+    let recovered = next_alert(&mut published).await;
+    assert_eq!(recovered["data"]["state"], "recovered", "{recovered}");
+    process.kill().await.unwrap();
+    hole.abort();
+
+    // Outbox retention: a row delivered 40 days ago goes when a dispatcher
+    // takes over; one never delivered stays, however old.
+    let db = servers.db().await;
+    let ids = [&low, &recovered].map(|e| {
+        e["event_id"]
+            .as_str()
+            .unwrap()
+            .parse::<uuid::Uuid>()
+            .unwrap()
+    });
+    db.execute(
+        "UPDATE ledger_cmd.alert_outbox SET published_at = now() - interval '40 days', \
+         delivered_at = CASE WHEN event_id = $1 THEN now() - interval '40 days' END",
+        &[&ids[0]],
+    )
+    .await
+    .unwrap();
+    let (mut process, _url) = serve_ledger(&servers, "all", &settings).await;
+    let remaining = || async {
+        db.query("SELECT event_id FROM ledger_cmd.alert_outbox", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, uuid::Uuid>(0))
+            .collect::<Vec<_>>()
+    };
+    wait_for(Duration::from_secs(30), || async {
+        (!remaining().await.contains(&ids[0])).then_some(())
+    })
+    .await;
+    assert_eq!(remaining().await, [ids[1]], "the undelivered alert stays");
+    process.kill().await.unwrap();
+}
