@@ -436,6 +436,24 @@ async function ops() {
       await page.reload();
     }
   });
+  await step('balance alerts of any account: looked up, set, listed', async () => {
+    const account = env('ALERT_ACCOUNT');
+    await Promise.all([page.waitForURL(`${base}/ops/alerts`), page.click('a[href="/ops/alerts"]')]);
+    await page.fill('#account', 'not an account!');
+    await Promise.all([page.waitForURL(/account=/), page.click('#look-up')]);
+    assert.match(await text(page, '#alert-lookup p.error'), /not an account id/);
+    await page.fill('#account', account);
+    await Promise.all([page.waitForURL(/account=/), page.click('#look-up')]);
+    assert.equal(await page.locator('#alerts #no-alerts').count(), 1, 'no alert yet');
+    await page.selectOption('#alert-scope', 'sms');
+    await page.fill('#alert-threshold', '5');
+    await Promise.all([page.waitForURL(/#alerts$/), page.click('#save-alert')]);
+    const row = page.locator('#alert-list tr[data-scope=sms]');
+    assert.equal(await row.locator('.threshold').innerText(), '5');
+    assert.equal(await row.locator('.state').innerText(), 'Above');
+    assert.equal(await page.getAttribute('#alerts', 'data-account'), account);
+    await screenshot(page, 'ops-alerts');
+  });
 }
 
 const scenarios = { payments, history, ops };

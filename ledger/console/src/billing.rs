@@ -18,10 +18,10 @@ use maud::{Markup, html};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::Pages;
 use crate::format::{credits, inr, usd};
 use crate::layout::{self, Nav};
 use crate::session::{ConsoleSession, Session};
+use crate::{Pages, alerts};
 
 pub fn routes() -> axum::Router<Pages> {
     axum::Router::new()
@@ -116,7 +116,7 @@ fn spendable_total(v: &BalancesView) -> Decimal {
 }
 
 /// "Credits for Email Services", "Credits for SMS Services".
-fn service_title(service: &str) -> String {
+pub(crate) fn service_title(service: &str) -> String {
     let name = if service.len() <= 3 {
         service.to_uppercase()
     } else {
@@ -186,7 +186,7 @@ async fn billing(
                 }
             }
         }
-        (alerts_section(&pages, &session, &account).await)
+        (alerts::section(&pages, &session, &account, &format!("/console/accounts/{account}/alerts")).await)
         p.muted.as-of { "As of ledger position " (view.as_of_seq) ". "
             a href=(format!("/console/accounts/{account}/history")) { "See the credit history" } }
         @if may_top_up {
@@ -255,115 +255,16 @@ fn dialog(
     }
 }
 
-/// What an alert watches, as the pages name it.
-fn scope_title(service: Option<&str>) -> String {
-    match service {
-        None => "All services (total)".into(),
-        Some(s) => service_title(s),
-    }
-}
-
-/// Low-balance alerts: each one set, where its balance stands (fresh from
-/// the command service), and a form to set, change or remove one.
-async fn alerts_section(pages: &Pages, session: &Session, account: &AccountId) -> Markup {
-    let may = session
-        .principal
-        .check(Action::Alert, Some(account))
-        .is_ok();
-    let alerts = pages.inner.gateway.balance(account).await.map(|b| b.alerts);
-    html! {
-        section.card #alerts {
-            h2 { "Low-balance alerts" }
-            p.muted { "An alert fires once when the credits fall below its threshold and once when they are back; it goes to your webhook and shows on every usage reply meanwhile." }
-            @match &alerts {
-                Err(_) => p.muted { "Alerts cannot be read right now." },
-                Ok(list) if list.is_empty() => p.muted #no-alerts { "No alert is set." },
-                Ok(list) => div.table-wrap { table #alert-list {
-                    thead { tr { th { "Credits of" } th.num { "Threshold" } th.num { "Now" } th { "State" } } }
-                    tbody {
-                        @for a in list {
-                            tr data-scope=(a.service.as_ref().map_or("total", |s| s.as_str())) {
-                                td { (scope_title(a.service.as_ref().map(|s| s.as_str()))) }
-                                td.num.threshold { (credits(a.threshold.get())) }
-                                td.num { (credits(a.spendable.get())) }
-                                td.state { @if a.low { strong { "Below" } } @else { "Above" } }
-                            }
-                        }
-                    }
-                } },
-            }
-            @if may {
-                form #alert-form method="post" action=(format!("/console/accounts/{account}/alerts")) {
-                    input type="hidden" name="csrf" value=(session.csrf);
-                    input type="hidden" name="key" value=(Id::new_v7());
-                    label for="alert-scope" { "Credits of" }
-                    select #alert-scope name="scope" {
-                        option value="total" { (scope_title(None)) }
-                        @for s in &pages.inner.services {
-                            option value=(s) { (scope_title(Some(s))) }
-                        }
-                    }
-                    label for="alert-threshold" { "Threshold (empty removes the alert)" }
-                    input #alert-threshold name="threshold" inputmode="decimal" autocomplete="off"
-                        pattern="[0-9]{1,15}([.][0-9]{1,6})?" placeholder="100";
-                    div.actions { button.primary #save-alert type="submit" { "Save alert" } }
-                }
-            }
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-struct AlertForm {
-    csrf: String,
-    /// The form's idempotency key (one per page shown: a resubmitted form
-    /// sets the alert once).
-    key: String,
-    scope: String,
-    threshold: String,
-}
-
+/// The billing page's alert form.
 async fn set_alert(
     State(pages): State<Pages>,
     ConsoleSession(session): ConsoleSession,
     Path(raw): Path<String>,
     headers: HeaderMap,
-    axum::extract::Form(form): axum::extract::Form<AlertForm>,
+    axum::extract::Form(form): axum::extract::Form<alerts::AlertForm>,
 ) -> Result<Response, Response> {
     let account = account_for(&session, &raw)?;
-    session.check_csrf(&headers, Some(&form.csrf))?;
-    session
-        .principal
-        .check(Action::Alert, Some(&account))
-        .map_err(|e| ApiError(e).into_response())?;
-    let mut request = serde_json::json!({
-        "idempotency_key": format!("console-alert:{}", form.key),
-        "account_id": account,
-    });
-    if form.scope != "total" {
-        request["service"] = serde_json::json!(form.scope);
-    }
-    if !form.threshold.trim().is_empty() {
-        request["threshold"] = serde_json::json!(form.threshold.trim());
-    }
-    let request: ledger_schemas::SetAlertRequest = decode_request(request.to_string().as_bytes())
-        .map_err(|e| {
-        layout::refused(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            &format!("That alert cannot be set: {}", e.error.message),
-        )
-    })?;
-    pages
-        .inner
-        .gateway
-        .set_alert(&request, &session.principal.actor())
-        .await
-        .map_err(|e| {
-            layout::refused(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("The alert was not set: {}", e.body().error.message),
-            )
-        })?;
+    alerts::apply(&pages, &session, &account, &headers, &form).await?;
     Ok(Redirect::to(&format!("/console/accounts/{account}#alerts")).into_response())
 }
 

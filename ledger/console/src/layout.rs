@@ -39,7 +39,8 @@ pub fn page(title: &str, nav: Option<Nav<'_>>, body: Markup) -> Html<String> {
                                         href=(format!("/console/accounts/{a}/history")) { "Credit History" }
                                 },
                                 (Area::Ops, _) => {
-                                    a.link.active href="/ops/" { "Dashboard" }
+                                    a.link.active[nav.active == "ops"] href="/ops/" { "Dashboard" }
+                                    a.link.active[nav.active == "alerts"] href="/ops/alerts" { "Balance alerts" }
                                 },
                                 _ => {},
                             }

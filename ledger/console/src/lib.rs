@@ -22,6 +22,7 @@
 // contract error for the dialog's script), as axum's extractors reject.
 #![allow(clippy::result_large_err)]
 
+pub mod alerts;
 pub mod billing;
 pub mod format;
 pub mod history;

@@ -7,28 +7,30 @@
 use std::collections::BTreeMap;
 
 use axum::Form;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use chrono::NaiveDate;
 use ledger_gateway_adapter::service::Hints;
-use ledger_schemas::Id;
+use ledger_schemas::{AccountId, Id};
 use maud::{Markup, html};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde::Deserialize;
 
-use crate::Pages;
 use crate::format::{credits, usd};
 use crate::layout::{self, Nav};
 use crate::session::OpsSession;
+use crate::{Pages, alerts};
 
 pub fn routes() -> axum::Router<Pages> {
     axum::Router::new()
         .route("/ops", get(|| async { Redirect::to("/ops/") }))
         .route("/ops/", get(dashboard))
         .route("/ops/topups/{topup}/reconcile", post(reconcile))
+        .route("/ops/alerts", get(alerts_page))
+        .route("/ops/alerts/{account}", post(set_alert))
 }
 
 /// Days of usage the chart shows.
@@ -294,6 +296,64 @@ async fn dashboard(State(pages): State<Pages>, OpsSession(session): OpsSession) 
         active: "ops",
     };
     layout::page("Operations", Some(nav), body).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct Lookup {
+    account: Option<String>,
+}
+
+/// Balance alerts of any account: look one up by id, see its alerts and
+/// set, change or remove one.
+async fn alerts_page(
+    State(pages): State<Pages>,
+    OpsSession(session): OpsSession,
+    Query(lookup): Query<Lookup>,
+) -> Response {
+    let wanted = lookup
+        .account
+        .as_deref()
+        .map(str::trim)
+        .filter(|a| !a.is_empty());
+    let account = wanted.map(AccountId::parse);
+    let body = html! {
+        section.card #alert-lookup {
+            h2 { "Balance alerts" }
+            form method="get" action="/ops/alerts" {
+                label for="account" { "Account" }
+                input #account name="account" autocomplete="off" required value=(wanted.unwrap_or_default());
+                div.actions { button.primary #look-up type="submit" { "Show alerts" } }
+            }
+            @if let Some(Err(e)) = &account {
+                p.error role="alert" { "That is not an account id: " (e) }
+            }
+        }
+        @if let Some(Ok(account)) = &account {
+            (alerts::section(&pages, &session, account, &format!("/ops/alerts/{account}")).await)
+        }
+    };
+    let nav = Nav {
+        session: &session,
+        account: None,
+        active: "alerts",
+    };
+    layout::page("Operations", Some(nav), body).into_response()
+}
+
+/// The alert page's form.
+async fn set_alert(
+    State(pages): State<Pages>,
+    OpsSession(session): OpsSession,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<alerts::AlertForm>,
+) -> Result<Response, Response> {
+    let account = AccountId::parse(&raw)
+        .map_err(|_| layout::refused(StatusCode::NOT_FOUND, "There is no such account."))?;
+    alerts::apply(&pages, &session, &account, &headers, &form).await?;
+    let query = serde_urlencoded::to_string([("account", account.as_str())])
+        .map_err(|e| layout::unavailable("The page", &e.to_string()))?;
+    Ok(Redirect::to(&format!("/ops/alerts?{query}#alerts")).into_response())
 }
 
 #[derive(Debug, Deserialize)]

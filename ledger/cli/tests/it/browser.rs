@@ -345,9 +345,21 @@ async fn the_ops_page_shows_a_stuck_top_up_and_reconcile_now_completes_it() {
             ("OPS_TOKEN", OPS_TOKEN.into()),
             ("CONSOLE_TOKEN", CONSOLE_TOKEN.into()),
             ("STUCK_TOPUP", id.clone()),
+            ("ALERT_ACCOUNT", "acme".into()),
         ],
     )
     .await;
     let t = admin_get(&url, &format!("/v1/topups/{id}")).await;
     assert_eq!(t["status"], "credited", "{t}");
+    // The alert the page set is in the log, set by the operator.
+    let set: Vec<Value> = log_of(&client, "acme")
+        .await
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .filter(|v| v["type"] == "alert_set")
+        .collect();
+    assert_eq!(set.len(), 1, "{set:?}");
+    assert_eq!(set[0]["data"]["service"], "sms");
+    assert_eq!(set[0]["data"]["threshold"], "5");
+    assert_eq!(set[0]["actor"], "operator:ops", "{}", set[0]);
 }
