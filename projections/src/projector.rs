@@ -183,6 +183,30 @@ pub async fn ordered_from(
     Ok(consumer.messages().await?)
 }
 
+/// How long a bounded reader waits, past its end, for the rest of an
+/// append before it judges the append foreign (it is stored whole: a
+/// genuine append's rest comes at once).
+pub const TAIL_STALL: Duration = Duration::from_secs(10);
+
+/// Hands what the gate released from `start` on to the reader's caller,
+/// each with its seal; false once the caller is gone.
+async fn send(
+    tx: &tokio::sync::mpsc::Sender<Result<Raw, String>>,
+    released: &mut Vec<(Raw, Seal)>,
+    start: u64,
+) -> bool {
+    for (mut raw, seal) in released.drain(..) {
+        if raw.seq < start {
+            continue;
+        }
+        raw.seal = seal;
+        if tx.send(Ok(raw)).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
 /// Events applied in one transaction at most.
 pub const BATCH_EVENTS_MAX: usize = 2000;
 /// Back-off after a passing failure.
@@ -440,8 +464,12 @@ impl Reader {
     /// Starts reading at stream seq `start`, each append's messages held
     /// until its last one shows whether its signature covers them
     /// ([`Raw::seal`]). With `until` (the stream's head when the caller
-    /// began), what is still held once `until` is read is released as
-    /// unsigned: no message of a stored append comes after the head.
+    /// began, or a reader's checkpoint): an append `until` falls inside is
+    /// read to its end, so what comes up to `until` is judged whole, and
+    /// what comes after it is handed out too (the caller stops at
+    /// `until`). Only when nothing more is stored for [`TAIL_STALL`] is
+    /// what is still held released as unsigned: a foreign message at the
+    /// stream's end claiming a place in an append that never ends.
     pub async fn open(
         stream: &Stream,
         start: u64,
@@ -477,10 +505,41 @@ impl Reader {
         let mut messages = ordered_from(stream, from, None).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(BATCH_EVENTS_MAX * 2);
         let mut gate = Gate::new(trust);
+        let stream = stream.clone();
         let task = tokio::spawn(async move {
             let mut released = Vec::new();
             let mut last_seen = from - 1;
-            while let Some(next) = messages.next().await {
+            loop {
+                // Past `until` with an append still open: its rest is
+                // stored (an append is stored whole, though a reader may
+                // see its first messages a moment before the others).
+                let tail_open = until.is_some_and(|u| last_seen >= u) && gate.held_from().is_some();
+                let next = if tail_open {
+                    match tokio::time::timeout(TAIL_STALL, messages.next()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            let head = match stream.clone().info().await {
+                                Ok(i) => i.state.last_sequence,
+                                Err(e) => {
+                                    let _ = tx.send(Err(e.to_string())).await;
+                                    return;
+                                }
+                            };
+                            if head <= last_seen {
+                                gate.finish(&mut released);
+                                if !send(&tx, &mut released, start).await {
+                                    return;
+                                }
+                            }
+                            continue;
+                        }
+                    }
+                } else {
+                    messages.next().await
+                };
+                let Some(next) = next else {
+                    return;
+                };
                 let item = next.map_err(|e| e.to_string()).and_then(|m| {
                     let seq = m.info().map_err(|e| e.to_string())?.stream_sequence;
                     let m = m.split().0;
@@ -507,19 +566,9 @@ impl Reader {
                     continue;
                 }
                 last_seen = raw.seq;
-                let at_end = until.is_some_and(|u| raw.seq >= u);
                 gate.push(raw, &mut released);
-                if at_end {
-                    gate.finish(&mut released);
-                }
-                for (mut raw, seal) in released.drain(..) {
-                    if raw.seq < start {
-                        continue;
-                    }
-                    raw.seal = seal;
-                    if tx.send(Ok(raw)).await.is_err() {
-                        return;
-                    }
+                if !send(&tx, &mut released, start).await {
+                    return;
                 }
             }
         });

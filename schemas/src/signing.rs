@@ -409,9 +409,11 @@ impl<T: Sealable> Gate<T> {
         }
     }
 
-    /// Releases what is held as unsigned: the reader has reached the
-    /// stream's head, and JetStream stores an atomic append whole, so no
-    /// message of an append can still come.
+    /// Releases what is held as unsigned: the reader has read past the
+    /// stream's head and waited, and JetStream stores an atomic append
+    /// whole (a reader may see its first messages a moment before the
+    /// rest, never some without the others for long), so no message of
+    /// this append can still come.
     pub fn finish(&mut self, out: &mut Vec<(T, Seal)>) {
         self.flush("its append never ended with a signature", out);
     }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::stream::Stream;
 use futures::StreamExt;
+use ledger_projections::projector::TAIL_STALL;
 use ledger_schemas::checkpoint;
 use ledger_schemas::signing;
 use ledger_schemas::*;
@@ -67,7 +68,12 @@ fn header(m: &async_nats::HeaderMap, name: &str) -> Option<String> {
 }
 
 /// Reads the stream from `from_seq` to its head at the start (or to
-/// `until`, when before it), in order.
+/// `until`, when before it), in order, and on to the end of the append that
+/// head falls inside: an append is stored whole, but the head may be read
+/// between its first messages and its last (and a checkpoint may cover part
+/// of one). Past the head, a message that claims a place in an append whose
+/// rest is not stored within [`TAIL_STALL`] ends the read (what `visit` holds
+/// of it is foreign). Returns the head.
 pub async fn read_stream(
     stream: &Stream,
     from_seq: u64,
@@ -85,7 +91,18 @@ pub async fn read_stream(
     // Read ahead on another task, so reading and checking overlap.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<anyhow::Result<Record>>(READ_AHEAD_MAX);
     let reader = tokio::spawn(async move {
-        while let Some(m) = messages.next().await {
+        let mut end = head;
+        let mut last = 0;
+        while last < end {
+            let next = if last >= head {
+                match tokio::time::timeout(TAIL_STALL, messages.next()).await {
+                    Ok(next) => next,
+                    Err(_) => return,
+                }
+            } else {
+                messages.next().await
+            };
+            let Some(m) = next else { return };
             let record = m.map_err(anyhow::Error::from).and_then(|m| {
                 let seq = m
                     .info()
@@ -104,8 +121,18 @@ pub async fn read_stream(
                     signature: header(&h, signing::SIGNATURE_HEADER),
                 })
             });
-            let last = record.as_ref().map_or(true, |r| r.seq >= head);
-            if tx.send(record).await.is_err() || last {
+            match &record {
+                Ok(r) => {
+                    last = r.seq;
+                    if r.seq >= head
+                        && let Some((i, n)) = r.batch.as_deref().and_then(signing::parse_position)
+                    {
+                        end = end.max(r.seq + (n - i) as u64);
+                    }
+                }
+                Err(_) => end = 0,
+            }
+            if tx.send(record).await.is_err() {
                 return;
             }
         }
@@ -115,12 +142,9 @@ pub async fn read_stream(
         let record = record?;
         let seq = record.seq;
         visit(record);
-        progress.tick(seq);
-        if seq >= head {
-            break;
-        }
+        progress.tick(seq.min(head));
     }
-    reader.abort();
+    reader.await?;
     progress.done();
     Ok(head)
 }

@@ -469,7 +469,8 @@ async fn checkpoints_under_the_old_and_the_new_key_both_verify() {
 /// batch's signed heads must fit JetStream's 64 KiB of headers: 1,500
 /// accounts opened at once, long account ids, all stored and signed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_accounts_at_once_are_cut_into_batches_whose_signed_heads_fit() {
+async fn many_accounts_at_once_are_cut_into_batches_whose_signed_heads_fit_and_every_reader_judges_an_append_whole()
+ {
     use futures::StreamExt;
     let servers = Servers::start().await;
     let running = servers.ledger().await;
@@ -552,5 +553,64 @@ async fn many_accounts_at_once_are_cut_into_batches_whose_signed_heads_fit() {
     let first = reader.next().await.unwrap().unwrap();
     assert_eq!(first.seq, inside);
     assert_eq!(first.seal, ledger_schemas::signing::Seal::Signed);
+
+    // A reader that ends inside one (a rebuild catching up to a live
+    // projector's checkpoint, an audit reading to a head it saw while an
+    // append was being stored) judges it whole too.
+    let mut reader =
+        ledger_projections::projector::Reader::open(&s, inside - 1, &trust(), Some(inside))
+            .await
+            .unwrap();
+    for seq in [inside - 1, inside] {
+        let raw = reader.next().await.unwrap().unwrap();
+        assert_eq!(raw.seq, seq);
+        assert_eq!(raw.seal, ledger_schemas::signing::Seal::Signed, "at {seq}");
+    }
+    let mut v = ledger::audit::Verifier::new("ledger.events").with_keys(test_keys().public);
+    ledger::audit::read_stream(&s, 1, Some(inside), |r| v.check_owned(r))
+        .await
+        .unwrap();
+    v.finish();
+    assert_eq!(v.findings_total, 0, "{:?}", v.findings);
+
+    // A foreign message at the stream's end claiming the first place of an
+    // append that never ends (the ledger stopped: nothing follows it): the
+    // bounded readers wait for its rest a while, then judge it foreign
+    // instead of waiting for ever.
     running.stop().await.unwrap();
+    let foreign = publish_raw(
+        &client,
+        "ledger.events.acct.0001",
+        &[("Ledger-Batch", "1/2")],
+        "{}",
+    )
+    .await;
+    let bounded = async {
+        let mut reader =
+            ledger_projections::projector::Reader::open(&s, foreign, &trust(), Some(foreign))
+                .await
+                .unwrap();
+        reader.next().await.unwrap().unwrap()
+    };
+    let audited = async {
+        let mut v = ledger::audit::Verifier::new("ledger.events").with_keys(test_keys().public);
+        ledger::audit::read_stream(&s, 1, None, |r| v.check_owned(r))
+            .await
+            .unwrap();
+        v.finish();
+        v
+    };
+    let (raw, v) = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(bounded, audited)
+    })
+    .await
+    .expect("bounded readers end");
+    assert_eq!(raw.seq, foreign);
+    assert!(
+        matches!(raw.seal, ledger_schemas::signing::Seal::Unsigned(_)),
+        "{:?}",
+        raw.seal
+    );
+    let found: Vec<u64> = v.findings.iter().map(|f| f.seq).collect();
+    assert_eq!(found, [foreign], "{:?}", v.findings);
 }
