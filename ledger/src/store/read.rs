@@ -3,10 +3,13 @@
 //! its subject's chain as it is read: a message the ledger did not write is
 //! skipped, and the aggregate goes on from its last genuine event.
 
+use std::time::Duration;
+
 use async_nats::Client;
-use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
+use async_nats::jetstream::stream::{DirectGetError, DirectGetErrorKind, Stream};
 use bytes::Bytes;
 use futures::StreamExt;
+use ledger_projections::projector::TAIL_STALL;
 use ledger_schemas::genuine::{self, Signature};
 use ledger_schemas::signing::{self, PublicKeys};
 use ledger_schemas::{CHAIN_HEADER, ChainHash, EventEnvelope};
@@ -213,7 +216,7 @@ impl<'a> Signers<'a> {
                 )
                 .map_err(|e| e.0)
             } else {
-                match self.stream.direct_get(last).await {
+                match stored(self.stream, last).await {
                     Ok(m) => {
                         let get = |name: &str| m.headers.get(name).map(|v| v.as_str());
                         if get(signing::BATCH_HEADER) != Some(format!("{n}/{n}").as_str()) {
@@ -262,6 +265,31 @@ impl<'a> Signers<'a> {
             Ok(_) => Err("its append's signature does not cover it".into()),
             Err(why) => Err(why.clone()),
         })
+    }
+}
+
+/// The message at `seq`, the last of an append whose earlier message was
+/// read: an append is stored whole, but a reader may see its first
+/// messages a moment before the rest, so a missing one is waited for (up to
+/// [`TAIL_STALL`]) before it counts as never stored (a foreign message
+/// claiming a place in an append that never ends).
+async fn stored(
+    stream: &Stream,
+    seq: u64,
+) -> Result<async_nats::jetstream::message::StreamMessage, DirectGetError> {
+    let started = std::time::Instant::now();
+    let mut wait = Duration::from_millis(2);
+    loop {
+        match stream.direct_get(seq).await {
+            Err(e)
+                if matches!(e.kind(), DirectGetErrorKind::NotFound)
+                    && started.elapsed() < TAIL_STALL =>
+            {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_millis(250));
+            }
+            got => return got,
+        }
     }
 }
 

@@ -54,6 +54,97 @@ async fn forge_grant(client: &async_nats::Client, account: &str, credits: &str) 
     (seq, forged.to_string())
 }
 
+/// A grant of `credits` on `account`'s subject as the ledger writes it.
+fn grant_event(account: &str, id: &str, credits: &str) -> Value {
+    json!({"event_id": id, "type": "credits_granted", "schema_version": 1,
+        "account_id": account, "occurred_at": "2026-01-01T00:00:00.000Z",
+        "recorded_at": "2026-01-01T00:00:00.000Z", "actor": "system",
+        "idempotency_key": format!("grant-{id}"), "request_hash": "h",
+        "data": {"bucket": "general", "credits": credits, "source": "promotion"},
+        "postings": [{"debit": "platform:adjustments",
+            "credit": format!("customer:{account}:general"), "amount": credits}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_read_while_an_append_is_half_visible_waits_for_its_signature() {
+    use ledger_schemas::signing;
+    let servers = Servers::start().await;
+    // No checkpoint for an hour: nothing but the test's messages lands in
+    // between (as nothing can inside an append).
+    let (mut process, _url) =
+        serve_ledger(&servers, "all", &[("LEDGER_CHECKPOINT_INTERVAL_S", "3600")]).await;
+    let client = servers.client().await;
+    funded(&client, "half", "10").await;
+    // An append of two grants whose second message (with the signature)
+    // is stored two seconds after the first: a reader sees the first alone
+    // for a while, as it may for a moment while an append is stored.
+    let subject = "ledger.events.acct.half";
+    let s = stream(&client).await;
+    let (_, previous) = ledger::store::read::last_on_subject(&s, subject)
+        .await
+        .unwrap()
+        .unwrap();
+    let first = grant_event("half", "01900000-0000-7000-8000-00000000f701", "100").to_string();
+    let second = grant_event("half", "01900000-0000-7000-8000-00000000f702", "1000").to_string();
+    let chain1 = previous.unwrap().next(first.as_bytes());
+    let chain2 = chain1.next(second.as_bytes());
+    let (chain1, chain2) = (chain1.to_hex(), chain2.to_hex());
+    let key = test_keys().signing.unwrap();
+    let (heads, signature) = signing::seal(
+        &key,
+        [(subject, chain1.as_str()), (subject, chain2.as_str())],
+    );
+    publish_raw(
+        &client,
+        subject,
+        &[
+            ("Nats-Msg-Id", "01900000-0000-7000-8000-00000000f701"),
+            ("Ledger-Event-Type", "credits_granted"),
+            ("Ledger-Chain", chain1.as_str()),
+            (signing::BATCH_HEADER, "1/2"),
+        ],
+        first,
+    )
+    .await;
+    let rest = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            publish_raw(
+                &client,
+                subject,
+                &[
+                    ("Nats-Msg-Id", "01900000-0000-7000-8000-00000000f702"),
+                    ("Ledger-Event-Type", "credits_granted"),
+                    ("Ledger-Chain", chain2.as_str()),
+                    (signing::BATCH_HEADER, "2/2"),
+                    (signing::HEADS_HEADER, heads.as_str()),
+                    (signing::SIGNATURE_HEADER, signature.as_str()),
+                ],
+                second,
+            )
+            .await
+        })
+    };
+    // The process that has the account loaded finds the first message when
+    // it appends, reads it while its signature is not yet stored, and
+    // counts it (not judging it foreign and chaining past it).
+    let r = cmd(
+        &client,
+        "consume",
+        json!({"idempotency_key": "half-spend", "account_id": "half", "service": "sms",
+            "quantity": 1, "credits": "1"}),
+    )
+    .await;
+    assert!(code(&r).is_none(), "{r}");
+    rest.await.unwrap();
+    let b = cmd(&client, "get_balance", json!({"account_id": "half"})).await;
+    assert_eq!(credits(&b["balances"]["general"]), 1109.into(), "{b}");
+    let out = run_ledger(&servers, &["audit", "verify", "--no-read-models"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    process.kill().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_event_with_a_recomputed_chain_counts_nowhere_and_no_checkpoint_signs_it() {
     let servers = Servers::start().await;
