@@ -240,10 +240,16 @@ impl Dispatcher {
             .build()?;
         loop {
             anyhow::ensure!(!lock.is_finished(), "the dispatcher's lock was lost");
-            self.deliver(db, &http, hook).await?;
+            // A full round of deliveries: more may be due at once.
+            let delivered = self.deliver(db, &http, hook).await?;
+            let wait = if delivered == DELIVERIES_PER_ROUND_MAX as usize {
+                Duration::ZERO
+            } else {
+                DELIVERY_POLL
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(DELIVERY_POLL) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }
@@ -299,7 +305,8 @@ impl Dispatcher {
         db: &tokio_postgres::Client,
         http: &reqwest::Client,
         hook: &Webhook,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<usize> {
+        let mut delivered = 0;
         let rows = db
             .query(
                 "SELECT event_id, payload, attempts FROM ledger_cmd.alert_outbox \
@@ -334,6 +341,7 @@ impl Dispatcher {
                         &[&id],
                     )
                     .await?;
+                    delivered += 1;
                 }
                 Some(error) => {
                     let wait = backoff(attempts as u32 + 1, self.settings.backoff_max);
@@ -350,7 +358,7 @@ impl Dispatcher {
                 }
             }
         }
-        Ok(())
+        Ok(delivered)
     }
 }
 
