@@ -50,10 +50,14 @@ async function newPage(width = 'desktop') {
 }
 
 /// Both widths of the page at `url` (as the given session's cookies see it).
+/// At each, nothing is wider than the screen: a wide table scrolls inside
+/// its card, the page itself never sideways.
 async function screenshot(page, name) {
   for (const [width, size] of Object.entries(widths)) {
     await page.setViewportSize(size);
     await page.screenshot({ path: `${shots}/${name}-${width}.png`, fullPage: true });
+    const wide = await page.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(wide <= size.width, `${name} at ${width} width is ${wide} px wide, wider than the screen's ${size.width}`);
   }
   await page.setViewportSize(widths.desktop);
 }

@@ -230,7 +230,7 @@ async fn dashboard(State(pages): State<Pages>, OpsSession(session): OpsSession) 
     let body = html! {
         section.card #projectors {
             h2 { "Projectors" }
-            table {
+            div.table-wrap { table {
                 thead { tr { th { "Projector" } th.num { "Checkpoint" } th.num { "Stream head" } th.num { "Lag" } th { "State" } } }
                 tbody {
                     @for p in &projectors {
@@ -246,7 +246,7 @@ async fn dashboard(State(pages): State<Pages>, OpsSession(session): OpsSession) 
                         }
                     }
                 }
-            }
+            } }
             (bars("lag-chart", &projectors.iter().map(|p| (p.projection.clone(), p.lag as f64, format!("{} behind", p.lag))).collect::<Vec<_>>()))
             p #quarantined { strong { (quarantined) } " quarantined messages (on the stream, not written by the ledger; skipped by every reader)." }
         }
