@@ -446,6 +446,10 @@ async function ops() {
     await page.fill('#account', 'not an account!');
     await Promise.all([page.waitForURL(/account=/), page.click('#look-up')]);
     assert.match(await text(page, '#alert-lookup p.error'), /not an account id/);
+    await page.fill('#account', 'nobody-here');
+    await Promise.all([page.waitForURL(/account=nobody-here/), page.click('#look-up')]);
+    assert.match(await text(page, '#alerts #no-account'), /There is no account nobody-here/);
+    assert.equal(await page.locator('#alert-form').count(), 0, 'no form for an account that does not exist');
     await page.fill('#account', account);
     await Promise.all([page.waitForURL(/account=/), page.click('#look-up')]);
     assert.equal(await page.locator('#alerts #no-alerts').count(), 1, 'no alert yet');

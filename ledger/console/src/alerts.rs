@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ledger::api::auth::Action;
 use ledger::api::http::ApiError;
+use ledger_gateway_adapter::error::GatewayError;
 use ledger_schemas::{AccountId, Id, decode_request};
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -38,11 +39,15 @@ pub async fn section(
         .check(Action::Alert, Some(account))
         .is_ok();
     let alerts = pages.inner.gateway.balance(account).await.map(|b| b.alerts);
+    let unknown = matches!(alerts, Err(GatewayError::UnknownAccount(_)));
     html! {
         section.card #alerts data-account=(account) {
             h2 { "Low-balance alerts" }
             p.muted { "An alert fires once when the credits fall below its threshold and once when they are back; it goes to the alert webhook and to the bus, and shows on every usage reply meanwhile." }
             @match &alerts {
+                Err(_) if unknown => {
+                    p.error #no-account role="alert" { "There is no account " (account) "." }
+                },
                 Err(_) => p.muted { "Alerts cannot be read right now." },
                 Ok(list) if list.is_empty() => p.muted #no-alerts { "No alert is set." },
                 Ok(list) => div.table-wrap { table #alert-list {
@@ -59,7 +64,7 @@ pub async fn section(
                     }
                 } },
             }
-            @if may {
+            @if may && !unknown {
                 form #alert-form method="post" action=(action) {
                     input type="hidden" name="csrf" value=(session.csrf);
                     input type="hidden" name="key" value=(Id::new_v7());
