@@ -73,7 +73,7 @@ fn credits(v: &Value) -> Decimal {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_commands_around_a_threshold_fire_once_per_crossing_and_each_delivery_arrives_once()
+async fn a_thousand_consumptions_around_a_threshold_fire_once_per_crossing_and_each_delivery_arrives_once()
  {
     let servers = Servers::start().await;
     let port = free_port().await;
@@ -106,9 +106,9 @@ async fn a_thousand_commands_around_a_threshold_fire_once_per_crossing_and_each_
     .await;
     assert!(code(&r).is_none(), "{r}");
 
-    // 500 spends and 500 grants of one credit, in random order, 40 at a
+    // 1,000 spends and 1,000 grants of one credit, in random order, 40 at a
     // time: the total wanders around 550 and crosses it again and again.
-    let mut order: Vec<bool> = (0..1000).map(|i| i % 2 == 0).collect();
+    let mut order: Vec<bool> = (0..2000).map(|i| i % 2 == 0).collect();
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     for i in (1..order.len()).rev() {
         seed ^= seed << 13;
@@ -143,7 +143,7 @@ async fn a_thousand_commands_around_a_threshold_fire_once_per_crossing_and_each_
         .buffer_unordered(40)
         .collect::<Vec<()>>()
         .await;
-    assert_eq!(results.len(), 1000);
+    assert_eq!(results.len(), 2000);
 
     // From the log alone: the total after each event, the crossings it
     // shows, and the alerts recorded.
@@ -187,7 +187,7 @@ async fn a_thousand_commands_around_a_threshold_fire_once_per_crossing_and_each_
         }
         below = now_below;
     }
-    assert_eq!(total, threshold, "500 spent, 500 granted");
+    assert_eq!(total, threshold, "1,000 spent, 1,000 granted");
     assert!(
         downs > 1,
         "the load crossed the threshold repeatedly ({downs})"
