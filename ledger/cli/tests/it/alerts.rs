@@ -68,6 +68,77 @@ async fn receiver(port: u16, received: Arc<Mutex<Received>>) -> tokio::task::Joi
     })
 }
 
+/// Opens `account` with 10 credits and an alert at 5 on its total; the
+/// subscription to its alerts on the bus.
+async fn watched(client: &async_nats::Client, account: &str) -> async_nats::Subscriber {
+    let published = client
+        .subscribe(format!("ledger.alerts.{account}"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    funded(client, account, "10").await;
+    let r = cmd(
+        client,
+        "set_alert",
+        json!({"idempotency_key": "alert", "account_id": account, "threshold": "5"}),
+    )
+    .await;
+    assert!(code(&r).is_none(), "{r}");
+    published
+}
+
+/// Consumes (SMS) or grants (general) `credits` on `account`, the `i`th
+/// such command; it must be accepted.
+async fn spend_or_grant(
+    client: &async_nats::Client,
+    account: &str,
+    spend: bool,
+    i: usize,
+    credits: &str,
+) {
+    let r = if spend {
+        cmd(
+            client,
+            "consume",
+            json!({"idempotency_key": format!("c-{i}"), "account_id": account,
+                "service": "sms", "quantity": 1, "credits": credits}),
+        )
+        .await
+    } else {
+        cmd(
+            client,
+            "grant",
+            json!({"idempotency_key": format!("g-{i}"), "account_id": account,
+                "bucket": "general", "credits": credits, "source": "promotion"}),
+        )
+        .await
+    };
+    assert!(code(&r).is_none(), "{r}");
+}
+
+/// Starts the webhook receiver on `port` and waits until it has every
+/// alert of `ids`, then a little longer: each arrived once, signed, and
+/// nothing else arrived. The receiver keeps running.
+async fn each_delivered_once(port: u16, ids: &[String]) -> tokio::task::JoinHandle<()> {
+    let received = Arc::new(Mutex::new(Received::default()));
+    let server = receiver(port, received.clone()).await;
+    wait_for(Duration::from_secs(60), || async {
+        let r = received.lock().unwrap();
+        ids.iter().all(|id| r.count.contains_key(id)).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let r = received.lock().unwrap();
+    assert_eq!(r.bad_signatures, 0);
+    assert_eq!(r.count.len(), ids.len(), "only the log's alerts");
+    assert!(
+        r.count.values().all(|n| *n == 1),
+        "each once: {:?}",
+        r.count
+    );
+    server
+}
+
 fn credits(v: &Value) -> Decimal {
     v.as_str().unwrap().parse().unwrap()
 }
@@ -119,26 +190,7 @@ async fn a_thousand_consumptions_around_a_threshold_fire_once_per_crossing_and_e
     let results = futures::stream::iter(order.into_iter().enumerate())
         .map(|(i, spend)| {
             let client = client.clone();
-            async move {
-                let r = if spend {
-                    cmd(
-                        &client,
-                        "consume",
-                        json!({"idempotency_key": format!("c-{i}"), "account_id": "al",
-                            "service": "sms", "quantity": 1, "credits": "1"}),
-                    )
-                    .await
-                } else {
-                    cmd(
-                        &client,
-                        "grant",
-                        json!({"idempotency_key": format!("g-{i}"), "account_id": "al",
-                            "bucket": "general", "credits": "1", "source": "promotion"}),
-                    )
-                    .await
-                };
-                assert!(code(&r).is_none(), "{r}");
-            }
+            async move { spend_or_grant(&client, "al", spend, i, "1").await }
         })
         .buffer_unordered(40)
         .collect::<Vec<()>>()
@@ -203,25 +255,8 @@ async fn a_thousand_consumptions_around_a_threshold_fire_once_per_crossing_and_e
 
     // The receiver was down all along; up now, it gets each alert once,
     // signed.
-    let received = Arc::new(Mutex::new(Received::default()));
-    let server = receiver(port, received.clone()).await;
     let ids: Vec<String> = alerts.iter().map(|(id, _)| id.clone()).collect();
-    wait_for(Duration::from_secs(60), || async {
-        let r = received.lock().unwrap();
-        ids.iter().all(|id| r.count.contains_key(id)).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    {
-        let r = received.lock().unwrap();
-        assert_eq!(r.bad_signatures, 0);
-        assert_eq!(r.count.len(), ids.len(), "only the log's alerts");
-        assert!(
-            r.count.values().all(|n| *n == 1),
-            "each once: {:?}",
-            r.count
-        );
-    }
+    let server = each_delivered_once(port, &ids).await;
     let db = servers.db().await;
     let failed: i64 = db
         .query_one(
@@ -325,26 +360,13 @@ async fn a_receiver_that_never_answers_holds_up_no_alert_and_done_rows_are_swept
     ];
     let (mut process, _url) = serve_ledger(&servers, "all", &settings).await;
     let client = servers.client().await;
-    let mut published = client.subscribe("ledger.alerts.hole").await.unwrap();
-    client.flush().await.unwrap();
-    funded(&client, "hole", "10").await;
-    let r = cmd(
-        &client,
-        "set_alert",
-        json!({"idempotency_key": "alert", "account_id": "hole", "threshold": "5"}),
-    )
-    .await;
-    assert!(code(&r).is_none(), "{r}");
-    let spend = json!({"idempotency_key": "spend", "account_id": "hole", "service": "sms",
-        "quantity": 1, "credits": "6"});
-    assert!(code(&cmd(&client, "consume", spend).await).is_none());
+    let mut published = watched(&client, "hole").await;
+    spend_or_grant(&client, "hole", true, 0, "6").await;
     let low = next_alert(&mut published).await;
     assert_eq!(low["data"]["state"], "low", "{low}");
     // The first alert's delivery now hangs; the second still reaches the
     // bus at once.
-    let grant = json!({"idempotency_key": "grant", "account_id": "hole", "bucket": "general",
-        "credits": "6", "source": "promotion"});
-    assert!(code(&cmd(&client, "grant", grant).await).is_none());
+    spend_or_grant(&client, "hole", false, 1, "6").await;
     let recovered = next_alert(&mut published).await;
     assert_eq!(recovered["data"]["state"], "recovered", "{recovered}");
     process.kill().await.unwrap();
@@ -382,4 +404,54 @@ async fn a_receiver_that_never_answers_holds_up_no_alert_and_done_rows_are_swept
     .await;
     assert_eq!(remaining().await, [ids[1]], "the undelivered alert stays");
     process.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_dispatcher_takes_over_and_every_alert_arrives_once() {
+    let servers = Servers::start().await;
+    let port = free_port().await;
+    let hook = format!("http://127.0.0.1:{port}/hook");
+    let settings = [
+        ("LEDGER_ALERT_WEBHOOK_URL", hook.as_str()),
+        ("LEDGER_ALERT_WEBHOOK_SECRET", SECRET),
+        ("LEDGER_ALERT_WEBHOOK_BACKOFF_MAX_S", "1"),
+    ];
+    let (mut commands, _) = serve_ledger(&servers, "command", &[]).await;
+    let (mut first, _) = serve_ledger(&servers, "projections", &settings).await;
+    let client = servers.client().await;
+    let mut published = watched(&client, "standby").await;
+    let step = |spend: bool, i: usize| spend_or_grant(&client, "standby", spend, i, "6");
+    // The first projections process dispatches the first alert (the
+    // receiver is down: published, not delivered).
+    step(true, 0).await;
+    let m = tokio::time::timeout(Duration::from_secs(20), published.next())
+        .await
+        .expect("the first alert published")
+        .unwrap();
+    let mut ids = vec![m.headers.unwrap().get("Nats-Msg-Id").unwrap().to_string()];
+    // A second one stands by; the first is killed.
+    let (mut second, _) = serve_ledger(&servers, "projections", &settings).await;
+    first.kill().await.unwrap();
+    step(false, 1).await;
+    step(true, 2).await;
+    for _ in 0..2 {
+        let m = tokio::time::timeout(Duration::from_secs(30), published.next())
+            .await
+            .expect("the standby publishes the later alerts")
+            .unwrap();
+        ids.push(m.headers.unwrap().get("Nats-Msg-Id").unwrap().to_string());
+    }
+    let logged: Vec<String> = log_of(&client, "standby")
+        .await
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .filter(|v| v["type"] == "balance_alert")
+        .map(|v| v["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, logged, "each alert of the log published, in order");
+    // The receiver comes up: the standby delivers all three, each once.
+    let server = each_delivered_once(port, &ids).await;
+    server.abort();
+    second.kill().await.unwrap();
+    commands.kill().await.unwrap();
 }
