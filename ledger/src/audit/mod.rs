@@ -90,14 +90,25 @@ pub async fn read_stream(
         .map_err(|e| anyhow::anyhow!(e))?;
     // Read ahead on another task, so reading and checking overlap.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<anyhow::Result<Record>>(READ_AHEAD_MAX);
+    let stream = stream.clone();
     let reader = tokio::spawn(async move {
         let mut end = head;
         let mut last = 0;
         while last < end {
             let next = if last >= head {
+                // Past the head, the rest of an append: judged foreign
+                // (the read ends) only when nothing more is stored for
+                // TAIL_STALL, as the projections' bounded reader does.
                 match tokio::time::timeout(TAIL_STALL, messages.next()).await {
                     Ok(next) => next,
-                    Err(_) => return,
+                    Err(_) => match stream.clone().info().await {
+                        Ok(i) if i.state.last_sequence > last => continue,
+                        Ok(_) => return,
+                        Err(e) => {
+                            let _ = tx.send(Err(e.into())).await;
+                            return;
+                        }
+                    },
                 }
             } else {
                 messages.next().await

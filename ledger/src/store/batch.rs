@@ -181,21 +181,21 @@ pub fn heads_bytes(messages: &[AppendMessage]) -> usize {
 pub fn split_to_fit(messages: &[AppendMessage]) -> Vec<Vec<AppendMessage>> {
     let mut out: Vec<Vec<AppendMessage>> = Vec::new();
     let mut current: Vec<AppendMessage> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
+    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
     let mut bytes = 0;
     for m in messages {
-        let new_subject = !seen.contains(m.subject.as_str());
-        let add = if new_subject {
-            signing::head_bytes(&m.subject)
-        } else {
+        let add = if seen.contains(m.subject.as_str()) {
             0
+        } else {
+            signing::head_bytes(&m.subject)
         };
         if current.len() == BATCH_MESSAGES_MAX || bytes + add > signing::HEADS_BYTES_MAX {
             out.push(std::mem::take(&mut current));
             seen.clear();
             bytes = 0;
         }
-        if seen.insert(m.subject.clone()) {
+        // New in this batch (always, when the batch was just cut).
+        if seen.insert(&m.subject) {
             bytes += signing::head_bytes(&m.subject);
         }
         current.push(m.clone());

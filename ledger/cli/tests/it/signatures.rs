@@ -54,6 +54,17 @@ async fn forge_grant(client: &async_nats::Client, account: &str, credits: &str) 
     (seq, forged.to_string())
 }
 
+/// [`publish_raw`] with headers given as owned values.
+async fn publish_with(
+    client: &async_nats::Client,
+    subject: &str,
+    headers: &[(&str, String)],
+    payload: String,
+) -> u64 {
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    publish_raw(client, subject, &headers, payload).await
+}
+
 /// A grant of `credits` on `account`'s subject as the ledger writes it.
 fn grant_event(account: &str, id: &str, credits: &str) -> Value {
     json!({"event_id": id, "type": "credits_granted", "schema_version": 1,
@@ -94,48 +105,40 @@ async fn an_account_read_while_an_append_is_half_visible_waits_for_its_signature
         &key,
         [(subject, chain1.as_str()), (subject, chain2.as_str())],
     );
-    publish_raw(
-        &client,
-        subject,
-        &[
-            ("Nats-Msg-Id", "01900000-0000-7000-8000-00000000f701"),
-            ("Ledger-Event-Type", "credits_granted"),
-            ("Ledger-Chain", chain1.as_str()),
-            (signing::BATCH_HEADER, "1/2"),
-        ],
-        first,
-    )
-    .await;
+    // The headers the ledger writes on each message of the append.
+    let headers = |event: &str, chain: &str, position: &str| -> Vec<(&'static str, String)> {
+        let event: Value = serde_json::from_str(event).unwrap();
+        vec![
+            (
+                "Nats-Msg-Id",
+                event["event_id"].as_str().unwrap().to_owned(),
+            ),
+            (
+                "Ledger-Event-Type",
+                event["type"].as_str().unwrap().to_owned(),
+            ),
+            ("Ledger-Chain", chain.to_owned()),
+            (signing::BATCH_HEADER, position.to_owned()),
+        ]
+    };
+    let first_headers = headers(&first, &chain1, "1/2");
+    let mut second_headers = headers(&second, &chain2, "2/2");
+    second_headers.extend([
+        (signing::HEADS_HEADER, heads),
+        (signing::SIGNATURE_HEADER, signature),
+    ]);
+    publish_with(&client, subject, &first_headers, first).await;
     let rest = {
         let client = client.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(2)).await;
-            publish_raw(
-                &client,
-                subject,
-                &[
-                    ("Nats-Msg-Id", "01900000-0000-7000-8000-00000000f702"),
-                    ("Ledger-Event-Type", "credits_granted"),
-                    ("Ledger-Chain", chain2.as_str()),
-                    (signing::BATCH_HEADER, "2/2"),
-                    (signing::HEADS_HEADER, heads.as_str()),
-                    (signing::SIGNATURE_HEADER, signature.as_str()),
-                ],
-                second,
-            )
-            .await
+            publish_with(&client, subject, &second_headers, second).await
         })
     };
     // The process that has the account loaded finds the first message when
     // it appends, reads it while its signature is not yet stored, and
     // counts it (not judging it foreign and chaining past it).
-    let r = cmd(
-        &client,
-        "consume",
-        json!({"idempotency_key": "half-spend", "account_id": "half", "service": "sms",
-            "quantity": 1, "credits": "1"}),
-    )
-    .await;
+    let r = cmd(&client, "consume", consume_one("half-spend", "half")).await;
     assert!(code(&r).is_none(), "{r}");
     rest.await.unwrap();
     let b = cmd(&client, "get_balance", json!({"account_id": "half"})).await;
